@@ -1,0 +1,33 @@
+# The ROS 2 wheels on PyPI export CMake targets whose INTERFACE_INCLUDE_DIRECTORIES name their
+# build host's Python and numpy headers (/opt/python/...). Replace every include directory that
+# does not exist on this machine with the headers of the Python that CMake found here.
+# A normal ROS install has only existing paths, so this is a no-op there.
+find_package(Python3 REQUIRED COMPONENTS Interpreter Development NumPy)
+
+function(gausstr_fix_imported_include_dirs)
+  get_property(_targets DIRECTORY PROPERTY IMPORTED_TARGETS)
+  foreach(_target IN LISTS _targets)
+    get_target_property(_dirs ${_target} INTERFACE_INCLUDE_DIRECTORIES)
+    if(NOT _dirs)
+      continue()
+    endif()
+    set(_fixed "")
+    set(_changed FALSE)
+    foreach(_dir IN LISTS _dirs)
+      if(_dir MATCHES "^/" AND NOT _dir MATCHES "\\$<" AND NOT EXISTS "${_dir}")
+        set(_changed TRUE)
+        if(_dir MATCHES "numpy")
+          list(APPEND _fixed ${Python3_NumPy_INCLUDE_DIRS})
+        elseif(_dir MATCHES "python")
+          list(APPEND _fixed ${Python3_INCLUDE_DIRS})
+        endif()
+      else()
+        list(APPEND _fixed "${_dir}")
+      endif()
+    endforeach()
+    if(_changed)
+      list(REMOVE_DUPLICATES _fixed)
+      set_target_properties(${_target} PROPERTIES INTERFACE_INCLUDE_DIRECTORIES "${_fixed}")
+    endif()
+  endforeach()
+endfunction()

@@ -1,0 +1,238 @@
+"""YAML-backed configuration dataclasses.
+
+A config file is a YAML mapping with the sections `model`, `data`, `grid`, `inference` and
+`train`; any field left out keeps its default. Command-line overrides use dotted keys with YAML
+values, e.g. `train.lr=1e-4` or `data.cameras=[CAM_FRONT,CAM_BACK]`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from gausstr_core.grid import OCC3D_RANGE, OCC3D_VOXEL_SIZE, VoxelGrid
+
+NUSCENES_CAMERAS = (
+    "CAM_FRONT",
+    "CAM_FRONT_RIGHT",
+    "CAM_FRONT_LEFT",
+    "CAM_BACK",
+    "CAM_BACK_LEFT",
+    "CAM_BACK_RIGHT",
+)
+
+
+@dataclass
+class ModelConfig:
+    """GaussTR network hyper-parameters (defaults: the authors' Talk2DINO model)."""
+
+    variant: str = "talk2dino"  # talk2dino | featup
+    feature_dim: int = 768  # C of the input/target feature maps
+    patch_size: int = 14  # network-input pixels per feature-map cell
+    embed_dims: int = 256
+    num_queries: int = 300  # Gaussians per view
+    num_layers: int = 3
+    num_heads: int = 8
+    num_levels: int = 4
+    num_points: int = 4
+    ffn_dims: int = 2048
+    mlp_hidden: int = 1024
+    dropout: float = 0.1
+    self_attn_scope: str = "view"  # view (authors' code) | scene (paper)
+    depth_max: float = 51.2  # m, depth maps are clamped to this
+    scale_range: tuple[float, float] = (1.0, 16.0)
+    scale_multiplier: float = 7.5  # scale = s * depth * scale_multiplier / fx
+    segment_classes: int = 0  # >0 adds the 2D segmentation head (FeatUp variant: 26)
+    segment_in_dims: int = 128  # rendered (PCA) feature dims seen by the segmentation head
+
+
+@dataclass
+class DataConfig:
+    """Where the data lives and how samples are shaped."""
+
+    dataroot: str = "data/nuscenes"
+    version: str = "v1.0-trainval"
+    occ_root: str = "data/nuscenes/gts"  # Occ3D gts/<scene>/<token>/labels.npz
+    cache_root: str = "data/nuscenes/cache"  # prepared feature/depth maps
+    train_split: str = "train"
+    val_split: str = "val"
+    cameras: tuple[str, ...] = NUSCENES_CAMERAS
+    image_size: tuple[int, int] = (900, 1600)  # H, W of the original images
+    input_size: tuple[int, int] = (504, 896)  # H, W fed to the network
+    feature_kind: str = "talk2dino"  # cache sub-folder / provider name for feature maps
+    depth_kind: str = "metric3d"  # cache sub-folder / provider name for depth maps
+    segmentation_kind: str = ""  # optional 2D pseudo labels cache sub-folder
+    feature_source: str = "cache"  # cache | online (run the frozen feature provider)
+    feature_provider: dict[str, Any] = field(default_factory=dict)  # provider spec, see foundation
+    depth_provider: dict[str, Any] = field(default_factory=dict)
+    num_workers: int = 2
+
+
+@dataclass
+class GridConfig:
+    range: tuple[float, float, float, float, float, float] = OCC3D_RANGE
+    size: float = OCC3D_VOXEL_SIZE
+
+    def build(self) -> VoxelGrid:
+        return VoxelGrid(range=tuple(self.range), size=self.size)
+
+
+@dataclass
+class InferenceConfig:
+    """Gaussians -> semantic occupancy (REFERENCE.md section 1, inference)."""
+
+    vocabulary: str = "config/vocabulary_occ3d.yaml"
+    prototypes: str = ""  # optional prototype file; else computed from the vocabulary
+    filter_gaussians: bool = False  # Talk2DINO config: True
+    min_opacity: float = 0.6
+    min_extent: float = 1.5e-2  # 6 * min sigma^2 (diag of covariance) must exceed this
+    density_threshold: float = 4e-2
+    denoise_threshold: float = 0.1
+    denoise_temperature: float = 100.0
+    deterministic: bool = True
+    seed: int = 0
+    chunk_size: int = 256  # Gaussians per voxeliser chunk
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation and self-supervised losses."""
+
+    lr: float = 2e-4
+    weight_decay: float = 5e-3
+    epochs: int = 24
+    batch_size: int = 2
+    warmup_iters: int = 200
+    lr_milestones: tuple[int, ...] = (16,)  # epochs at which lr *= lr_gamma
+    lr_gamma: float = 0.1
+    grad_clip: float = 35.0
+    amp: bool = True  # CUDA only
+    pca_dims: int = 128
+    feature_loss_weight: float = 5.0
+    depth_loss_weight: float = 1.0
+    depth_l1_weight: float = 0.2
+    segment_loss_weight: float = 1.0
+    far_depth: float = 51.2  # target depth >= this is replaced by far_target
+    far_target: float = 1e-3
+    render_near: float = 0.1
+    render_far: float = 100.0
+    checkpoint_every: int = 500
+    log_every: int = 50
+    image_log_every: int = 500
+    seed: int = 0
+    work_dir: str = "work_dirs/gausstr"
+
+
+@dataclass
+class Config:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    grid: GridConfig = field(default_factory=GridConfig)
+    inference: InferenceConfig = field(default_factory=InferenceConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return _to_plain(dataclasses.asdict(self))
+
+
+def _to_plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _to_plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_to_plain(v) for v in value]
+    return value
+
+
+def _coerce(value: Any, hint: Any, where: str) -> Any:
+    """Convert a YAML value to the annotated field type, with an error naming the key."""
+    origin = typing.get_origin(hint)
+    if dataclasses.is_dataclass(hint):
+        if not isinstance(value, dict):
+            raise ValueError(f"config: {where} must be a mapping, got {value!r}")
+        return _build(hint, value, where)
+    if origin in (typing.Union, types.UnionType):
+        return value
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise ValueError(f"config: {where} must be a list, got {value!r}")
+        args = typing.get_args(hint)
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_coerce(v, args[0], where) for v in value)
+        if len(args) != len(value):
+            raise ValueError(f"config: {where} needs {len(args)} values, got {len(value)}")
+        return tuple(_coerce(v, a, where) for v, a in zip(value, args))
+    if origin is dict or hint is Any:
+        return value
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ValueError(f"config: {where} must be a number, got {value!r}")
+        return float(value)
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ValueError(f"config: {where} must be an integer, got {value!r}")
+        return value
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise ValueError(f"config: {where} must be true or false, got {value!r}")
+        return value
+    if hint is str:
+        if not isinstance(value, str):
+            raise ValueError(f"config: {where} must be a string, got {value!r}")
+        return value
+    return value
+
+
+def _build(cls: type, values: dict[str, Any], where: str) -> Any:
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - names)
+    if unknown:
+        raise ValueError(f"config: unknown key(s) {unknown} in {where or 'top level'}; known: {sorted(names)}")
+    kwargs = {k: _coerce(v, hints[k], f"{where}.{k}" if where else k) for k, v in values.items()}
+    return cls(**kwargs)
+
+
+def config_from_dict(values: dict[str, Any]) -> Config:
+    """Build a Config from a nested mapping, validating every key and type."""
+    return _build(Config, values or {}, "")
+
+
+def apply_overrides(values: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply `section.key=yaml_value` overrides to a nested mapping (returns a new mapping)."""
+    result = _to_plain(dict(values))
+    for item in overrides:
+        if "=" not in item:
+            raise ValueError(f"config override {item!r} must look like section.key=value")
+        key, raw = item.split("=", 1)
+        parts = key.strip().split(".")
+        node = result
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ValueError(f"config override {item!r}: {part} is not a section")
+        node[parts[-1]] = yaml.safe_load(raw)
+    return result
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
+    """Load a YAML config (None: defaults) and apply dotted overrides."""
+    values: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"config file not found: {path}")
+        loaded = yaml.safe_load(path.read_text())
+        if loaded is not None and not isinstance(loaded, dict):
+            raise ValueError(f"config file {path} must hold a mapping")
+        values = loaded or {}
+    return config_from_dict(apply_overrides(values, overrides or []))
+
+
+def save_config(config: Config, path: str | Path) -> None:
+    Path(path).write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))

@@ -1,0 +1,1 @@
+"""Foundation-model providers: image features, metric depth and text embeddings."""
