@@ -1,0 +1,80 @@
+"""`gausstr-prepare text`: vocabulary + text encoder -> prototype file."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from test_foundation_fakes import write_tiny_open_clip
+
+from gausstr_core.cli.prepare import main
+from gausstr_core.foundation.synthetic import SyntheticTextEncoder
+from gausstr_core.vocabulary import Vocabulary, load_prototypes
+
+
+def test_synthetic_prototypes_of_the_occ3d_vocabulary(repo_root, tmp_path) -> None:
+    vocab_path = repo_root / "config" / "vocabulary_occ3d.yaml"
+    out = tmp_path / "protos" / "synthetic.pth"
+    main(
+        [
+            "text",
+            "--vocabulary",
+            str(vocab_path),
+            "--provider",
+            "synthetic",
+            "--option",
+            "feature_dim=8",
+            "--option",
+            "strict=true",
+            "--out",
+            str(out),
+        ]
+    )
+    prototypes = load_prototypes(out, Vocabulary.load(vocab_path))
+    assert prototypes.provider == "synthetic" and prototypes.embeddings.shape == (21, 8)
+    # Every prompt of the authors' groups is known to the synthetic world (strict=true would raise otherwise),
+    # and synonyms land on their Occ3D class's prototype.
+    reference = SyntheticTextEncoder(feature_dim=8).encode(
+        ["pedestrian", "driveable_surface", "manmade", "traffic_cone"]
+    )
+    for prompt, row in zip(["person", "road", "fence", "cone"], reference):
+        torch.testing.assert_close(prototypes.embeddings[prototypes.prompts.index(prompt)], row)
+
+
+def test_clip_prototypes_from_a_local_model(repo_root, tmp_path) -> None:
+    import open_clip
+
+    clip_dir = write_tiny_open_clip(tmp_path / "clip")
+    spec = tmp_path / "clip.yaml"
+    spec.write_text(f"name: clip\nmodel: local-dir:{clip_dir}\n")
+    out = tmp_path / "clip.pth"
+    main(
+        [
+            "text",
+            "--vocabulary",
+            str(repo_root / "config" / "vocabulary_occ3d.yaml"),
+            "--provider",
+            str(spec),
+            "--out",
+            str(out),
+            "--device",
+            "cpu",
+        ]
+    )
+    prototypes = load_prototypes(out)
+    net = open_clip.create_model(f"local-dir:{clip_dir}").eval()
+    with torch.no_grad():
+        expected = net.encode_text(open_clip.get_tokenizer(f"local-dir:{clip_dir}")(prototypes.prompts))
+    torch.testing.assert_close(prototypes.embeddings, expected, atol=1e-5, rtol=1e-4)
+
+
+def test_text_needs_a_provider(repo_root, tmp_path) -> None:
+    with pytest.raises(ValueError, match="needs a 'name'"):
+        main(
+            [
+                "text",
+                "--vocabulary",
+                str(repo_root / "config" / "vocabulary_occ3d.yaml"),
+                "--out",
+                str(tmp_path / "x.pth"),
+            ]
+        )

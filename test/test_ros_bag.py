@@ -1,0 +1,235 @@
+"""gausstr-bag on a tiny nuScenes-format tree, read back with rosbags + rclpy; gausstr-play to a
+subscriber in this process while the player runs in another."""
+
+from __future__ import annotations
+
+import io
+import math
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from PIL import Image as PILImage
+from rclpy.serialization import deserialize_message
+from rosbags.rosbag2 import Reader
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image
+from tf2_msgs.msg import TFMessage
+
+from gausstr_core.data.cache import write_cache_map
+from gausstr_core.data.nuscenes import NuScenesReader
+from gausstr_core.data.synthetic.rig import nuscenes_rig
+from gausstr_core.data.synthetic.tables import NuScenesTables
+from gausstr_ros import bag_cli
+from gausstr_ros.bag_writer import camera_frames, provider_depth_source, write_bag
+from gausstr_ros.image_codec import decode_depth_msg, parse_camera_info
+from gausstr_ros.stamps import stamp_to_ns
+from gausstr_ros.tf_buffer import TransformBuffer
+
+VERSION = "v1.0-mini"
+SCENE = "tiny-scene"
+SAMPLES, SWEEPS_PER_SAMPLE = 3, 6
+START_US = 1_735_689_600_000_000
+DEPTH_SIZE = (18, 32)  # (H, W) of the cached depth maps
+
+
+def ego2global(t: float) -> np.ndarray:
+    yaw = 0.1 * t
+    pose = np.eye(4)
+    pose[:2, :2] = [[math.cos(yaw), -math.sin(yaw)], [math.sin(yaw), math.cos(yaw)]]
+    pose[:3, 3] = [100 + 8 * t, 50 + 0.5 * t, 0.3]
+    return pose
+
+
+@pytest.fixture(scope="module")
+def tree(tmp_path_factory) -> Path:
+    """One scene, 3 keyframes + sweeps at 12 Hz, six staggered 64x36 cameras, keyframe depth cache."""
+    root = tmp_path_factory.mktemp("nuscenes")
+    rng = np.random.default_rng(0)
+    tables = NuScenesTables(seed=1)
+    log = tables.add_log("tiny-log", "2025-01-01")
+    rig = nuscenes_rig(64, 36)
+    samples = [tables.token("sample", i) for i in range(SAMPLES)]
+    n_frames = (SAMPLES - 1) * SWEEPS_PER_SAMPLE + 1
+    for cam in rig:
+        calib = tables.add_calibration(log, cam.name, cam.intrinsics, cam.cam2ego)
+        chain = []
+        for f in range(n_frames):
+            t = f * 0.5 / SWEEPS_PER_SAMPLE + cam.trigger_offset()
+            stamp = START_US + round(t * 1e6)
+            key = f % SWEEPS_PER_SAMPLE == 0
+            name = f"{'samples' if key else 'sweeps'}/{cam.name}/{cam.name}__{stamp}.jpg"
+            (root / name).parent.mkdir(parents=True, exist_ok=True)
+            buf = io.BytesIO()
+            PILImage.fromarray(rng.integers(0, 255, (36, 64, 3), dtype=np.uint8)).save(buf, format="JPEG")
+            (root / name).write_bytes(buf.getvalue())
+            token = tables.token("sample_data", cam.name, f)
+            chain.append({"token": token, "sample_token": samples[math.ceil(f / SWEEPS_PER_SAMPLE)],
+                          "calibrated_sensor_token": calib, "timestamp": stamp, "is_key_frame": key,
+                          "width": 64, "height": 36, "filename": name, "ego2global": ego2global(t)})
+            if key:
+                depth = rng.uniform(1, 60, DEPTH_SIZE)
+                depth[0, :4] = 0  # no measurement
+                write_cache_map(root / "cache", "synthetic_depth", token, depth)
+        tables.add_image_chain(chain)
+    tables.add_scene(SCENE, log, samples, [START_US + i * 500_000 for i in range(SAMPLES)], "tiny")
+    PILImage.new("L", (4, 4)).save(root / "map.png")
+    tables.add_map("map.png")
+    tables.write(root, VERSION)
+    return root
+
+
+@pytest.fixture(scope="module")
+def reader(tree) -> NuScenesReader:
+    return NuScenesReader(tree, VERSION)
+
+
+def read_bag(path: Path) -> dict[str, list[tuple[int, object]]]:
+    """topic -> [(log time ns, rclpy message)] using the real message classes."""
+    types = {"sensor_msgs/msg/CompressedImage": CompressedImage, "sensor_msgs/msg/CameraInfo": CameraInfo,
+             "sensor_msgs/msg/Image": Image, "tf2_msgs/msg/TFMessage": TFMessage}
+    out: dict[str, list] = {}
+    with Reader(path) as bag:
+        for conn, stamp, data in bag.messages():
+            out.setdefault(conn.topic, []).append((stamp, deserialize_message(bytes(data), types[conn.msgtype])))
+    return out
+
+
+def test_keyframe_bag_round_trips(tree, reader, tmp_path):
+    from gausstr_ros.bag_writer import cache_depth_source
+
+    frames = camera_frames(reader, [SCENE])
+    summary = write_bag(tmp_path / "bag", frames, depth=cache_depth_source(tree / "cache", "synthetic_depth"),
+                        progress=False)
+    assert list((tmp_path / "bag").glob("*.mcap"))
+    bag = read_bag(tmp_path / "bag")
+    cams = [c.name for c in nuscenes_rig()]
+    expected_topics = {"/tf", "/tf_static"} | {f"/{c}/{s}" for c in cams for s in
+                                                ("image_rect_compressed", "camera_info", "depth")}
+    assert set(bag) == expected_topics
+    assert {t: len(m) for t, m in bag.items()} == summary.message_counts
+    assert len(bag["/tf_static"]) == 1 and len(bag["/tf"]) == 6 * SAMPLES
+
+    records = {(cam, rec.timestamp * 1000): rec for cam, rec in frames}
+    for cam in cams:
+        images, infos, depths = (bag[f"/{cam}/{s}"] for s in ("image_rect_compressed", "camera_info", "depth"))
+        assert len(images) == SAMPLES
+        for (t_img, img), (t_info, info), (_, depth) in zip(images, infos, depths):
+            rec = records[(cam, t_img)]
+            assert t_info == t_img == stamp_to_ns(img.header.stamp) == stamp_to_ns(depth.header.stamp)
+            assert img.header.frame_id == info.header.frame_id == cam and img.format == "jpeg"
+            assert bytes(img.data) == Path(rec.image_path).read_bytes()  # the original JPEG bytes
+            np.testing.assert_allclose(parse_camera_info(info).k, rec.intrinsics)
+            cached = np.load(tree / "cache" / "synthetic_depth" / f"{rec.sample_data_token}.npy").astype(np.float32)
+            got = decode_depth_msg(depth)
+            assert got.shape == DEPTH_SIZE and np.isnan(got[0, :4]).all()
+            np.testing.assert_array_equal(got[cached > 0], cached[cached > 0])
+
+    tf = TransformBuffer()
+    tf.add_message(bag["/tf_static"][0][1], static=True)
+    for _, msg in bag["/tf"]:
+        tf.add_message(msg)
+    for (cam, stamp), rec in list(records.items())[:12]:
+        np.testing.assert_allclose(tf.lookup("base_link", cam), rec.cam2ego, atol=1e-6)
+        np.testing.assert_allclose(tf.lookup("map", "base_link", stamp), rec.ego2global, atol=1e-6)
+
+    meta = yaml.safe_load((tmp_path / "bag" / "metadata.yaml").read_text())["rosbag2_bagfile_information"]
+    qos = {t["topic_metadata"]["name"]: t["topic_metadata"]["offered_qos_profiles"] for t in meta["topics_with_message_count"]}
+    assert "transient_local" in str(qos["/tf_static"]) and "volatile" in str(qos["/tf"])
+
+
+def test_sweeps_sqlite3_with_limit(reader, tmp_path):
+    frames = camera_frames(reader, [SCENE], keyframes_only=False, limit=4)
+    write_bag(tmp_path / "bag", frames, storage="sqlite3", progress=False)
+    assert list((tmp_path / "bag").glob("*.db3"))
+    bag = read_bag(tmp_path / "bag")
+    assert all(len(bag[f"/{c.name}/image_rect_compressed"]) == 4 for c in nuscenes_rig())
+    stamps = [t for t, _ in bag["/CAM_FRONT/image_rect_compressed"]]
+    assert np.allclose(np.diff(stamps), 83_333_333, atol=1_000)  # 12 Hz
+    all_stamps = sorted(t for topic in bag.values() for t, _ in topic)
+    assert all_stamps[-1] - all_stamps[0] < 0.4e9
+
+
+def test_existing_folders_are_protected(reader, tmp_path):
+    frames = camera_frames(reader, [SCENE], limit=1)
+    write_bag(tmp_path / "bag", frames, progress=False)
+    with pytest.raises(FileExistsError, match="exists"):
+        write_bag(tmp_path / "bag", frames, progress=False)
+    write_bag(tmp_path / "bag", frames, overwrite=True, progress=False)
+    (tmp_path / "other").mkdir()
+    with pytest.raises(FileExistsError, match="not a ROS 2 bag folder"):
+        write_bag(tmp_path / "other", frames, overwrite=True, progress=False)
+    with pytest.raises(ValueError, match="no camera frames"):
+        write_bag(tmp_path / "empty", [], progress=False)
+
+
+def test_provider_depth_sees_resized_images_and_scaled_intrinsics(reader):
+    seen = {}
+
+    def provider(images: torch.Tensor, intrinsics: torch.Tensor) -> torch.Tensor:
+        seen["shape"] = tuple(images.shape)
+        return intrinsics[:, 0, 0, None, None].expand(images.shape[0], *images.shape[2:])
+
+    _, rec = camera_frames(reader, [SCENE], limit=1)[0]
+    depth = provider_depth_source(provider, (18, 32))(rec)
+    assert seen["shape"] == (1, 3, 18, 32) and depth.shape == (18, 32)
+    np.testing.assert_allclose(depth, rec.intrinsics[0, 0] * 32 / 64, rtol=1e-6)
+
+
+def test_cli(tree, tmp_path, capsys):
+    code = bag_cli.main([str(tmp_path / "bag"), "--dataroot", str(tree), "--version", VERSION, "--scene", SCENE,
+                         "--limit", "2", "--depth", "cache", "--depth-kind", "synthetic_depth",
+                         "--cache-root", str(tree / "cache"), "--quiet"])
+    assert code == 0
+    out = capsys.readouterr().out
+    assert "/CAM_BACK/depth: 2" in out and "/tf_static: 1" in out
+    with pytest.raises(SystemExit, match="unknown scene"):
+        bag_cli.main([str(tmp_path / "bag2"), "--dataroot", str(tree), "--version", VERSION, "--scene", "nope"])
+
+
+@pytest.mark.ros
+def test_play_to_a_subscriber_in_another_process(reader, tmp_path, ros_domain_id):
+    import rclpy
+    from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+    from rosgraph_msgs.msg import Clock
+
+    frames = camera_frames(reader, [SCENE], keyframes_only=False, limit=6)
+    write_bag(tmp_path / "bag", frames, progress=False)
+    front = [(rec.timestamp * 1000, Path(rec.image_path).read_bytes()) for cam, rec in frames if cam == "CAM_FRONT"]
+
+    rclpy.init()
+    node = rclpy.create_node("play_listener")
+    got: dict[str, list] = {"images": [], "clock": [], "static": []}
+    reliable = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE)
+    node.create_subscription(CompressedImage, "/CAM_FRONT/image_rect_compressed",
+                             lambda m: got["images"].append((stamp_to_ns(m.header.stamp), bytes(m.data))), reliable)
+    node.create_subscription(Clock, "/clock", lambda m: got["clock"].append(stamp_to_ns(m.clock)), reliable)
+    player = subprocess.Popen(
+        [sys.executable, "-m", "gausstr_ros.play", str(tmp_path / "bag"), "--rate", "4", "--clock", "--delay", "1.5",
+         "--linger", "4"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 40
+        while len(got["images"]) < len(front) and time.monotonic() < deadline:
+            rclpy.spin_once(node, timeout_sec=0.05)
+        # Subscribing to /tf_static only now: transient local must still deliver the calibration.
+        latched = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE,
+                             durability=DurabilityPolicy.TRANSIENT_LOCAL)
+        node.create_subscription(TFMessage, "/tf_static", got["static"].append, latched)
+        while not got["static"] and time.monotonic() < deadline:
+            rclpy.spin_once(node, timeout_sec=0.05)
+        output, _ = player.communicate(timeout=30)
+    finally:
+        if player.poll() is None:
+            player.kill()
+        node.destroy_node()
+        rclpy.shutdown()
+    assert player.returncode == 0, output
+    assert got["images"] == front
+    assert len(got["static"]) == 1 and len(got["static"][0].transforms) == 6
+    clock = got["clock"]
+    assert len(clock) > 10 and clock == sorted(clock)
+    assert front[0][0] <= clock[-1] and clock[0] <= front[-1][0] + 100_000_000
