@@ -50,6 +50,9 @@ class ModelConfig:
     scale_multiplier: float = 7.5  # scale = s * depth * scale_multiplier / fx
     segment_classes: int = 0  # >0 adds the 2D segmentation head (FeatUp variant: 26)
     segment_in_dims: int = 128  # rendered (PCA) feature dims seen by the segmentation head
+    segment_hidden: int = 512  # hidden width of the segmentation MLP (authors: 4 x segment_in_dims)
+    deterministic_refs: bool = True  # eval mode: seeded stratified reference points (else random, as the authors)
+    ref_seed: int = 0  # seed of the deterministic reference points
 
 
 @dataclass

@@ -118,8 +118,8 @@ def test_scales_rotations_and_covariances_follow_the_camera() -> None:
         rows = slice(v * QUERIES, (v + 1) * QUERIES)
         # quats (w x y z) are the camera rotation for every Gaussian of the view
         xyzw = g.quats[0, rows][:, [1, 2, 3, 0]].double().numpy()
-        np.testing.assert_allclose(Rotation.from_quat(xyzw).as_matrix(), np.broadcast_to(cam2ego[v, :3, :3], (QUERIES, 3, 3)),
-                                   atol=1e-5)
+        expected_rot = np.broadcast_to(cam2ego[v, :3, :3], (QUERIES, 3, 3))
+        np.testing.assert_allclose(Rotation.from_quat(xyzw).as_matrix(), expected_rot, atol=1e-5)
         for qi in range(QUERIES):
             col, row = idx[v, qi]
             base = depths[0, v, row, col] * cfg.scale_multiplier / k[v, 0, 0]

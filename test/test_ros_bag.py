@@ -209,7 +209,7 @@ def test_play_to_a_subscriber_in_another_process(reader, tmp_path, ros_domain_id
                              lambda m: got["images"].append((stamp_to_ns(m.header.stamp), bytes(m.data))), reliable)
     node.create_subscription(Clock, "/clock", lambda m: got["clock"].append(stamp_to_ns(m.clock)), reliable)
     player = subprocess.Popen(
-        [sys.executable, "-m", "gausstr_ros.play", str(tmp_path / "bag"), "--rate", "4", "--clock", "--delay", "1.5",
+        [sys.executable, "-m", "gausstr_ros.play", str(tmp_path / "bag"), "--rate", "4", "--clock", "--wait", "30", "--delay", "0.5",
          "--linger", "4"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         deadline = time.monotonic() + 40

@@ -8,7 +8,6 @@ covariance, conics = its inverse, and integer per-axis radii (0 = culled: behind
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
@@ -84,14 +83,10 @@ def project_gaussians(
         if opacities is not None:
             opac = opacities[:, None, :].expand_as(z)
             visible &= opac >= ALPHA_THRESHOLD
-            extend = torch.minimum(extend, torch.sqrt(2.0 * torch.log(opac.clamp(min=ALPHA_THRESHOLD) / ALPHA_THRESHOLD)))
+            opacity_extend = torch.sqrt(2.0 * torch.log(opac.clamp(min=ALPHA_THRESHOLD) / ALPHA_THRESHOLD))
+            extend = torch.minimum(extend, opacity_extend)
         radius = torch.ceil(extend[..., None] * torch.stack([cov2d[..., 0, 0], cov2d[..., 1, 1]], -1).sqrt())
         lo, hi = means2d - radius, means2d + radius
         visible &= (hi[..., 0] > 0) & (lo[..., 0] < width) & (hi[..., 1] > 0) & (lo[..., 1] < height)
         radii = torch.where(visible[..., None], radius, torch.zeros_like(radius)).int()
     return ProjectedGaussians(means2d=means2d, conics=conics, depths=z, radii=radii)
-
-
-def tiles_per_axis(size: int, tile_size: int) -> int:
-    """Number of tiles covering `size` pixels."""
-    return math.ceil(size / tile_size)

@@ -1,0 +1,189 @@
+"""Benchmark voxelize_gaussians against per-Gaussian Python loops on a GaussTR-sized scene.
+
+Scene: 1800 Gaussians with GaussTR's scale distribution (s in [1, 16] per axis, times
+depth * 7.5 / fx, depth uniform in 2..50 m, fx = 1266.42 * 0.56 at the network-input size),
+uniformly random rotations, means at that depth around the ego vehicle, C = 18 probability
+features, the Occ3D 200 x 200 x 16 grid. References, both in this file, both applying the same
+covariance regularisation as the voxeliser so the results must agree:
+  - "upstream-style loop": per Gaussian, the clipped 3-sigma box and a per-voxel
+    (1x3) @ (3x3) @ (3x1) Mahalanobis product, the way the authors' voxeliser loops;
+  - "tight loop": the same loop with the quadratic form as one vectorised einsum per box.
+Prints times (median of repeats), max |difference| relative to the peak density, peak memory of
+the voxeliser (resident-set high-water mark in a fresh subprocess: VmHWM after resetting it through
+/proc/self/clear_refs, minus VmRSS before the call), CUDA time when a GPU is present, and the
+speed ratios last.
+
+Usage: python benchmarks/voxelize.py [--threads 2] [--repeats 5] [--skip-upstream]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import statistics
+import subprocess
+import sys
+import time
+
+import torch
+
+from gausstr_core.geometry import covariance_from_scale_rotation, quat_to_rotmat
+from gausstr_core.grid import VoxelGrid
+from gausstr_core.voxelize import DEFAULT_EPS, RELATIVE_EPS, voxelize_gaussians
+
+NUM_GAUSSIANS = 1800
+CHANNELS = 18
+FX = 1266.42 * 0.56
+
+
+def gausstr_scene(seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """means (N, 3) ego m, covariances (N, 3, 3), opacities (N,), features (N, C) probabilities."""
+    gen = torch.Generator().manual_seed(seed)
+    depth = 2 + 48 * torch.rand(NUM_GAUSSIANS, generator=gen)
+    azimuth = 2 * math.pi * torch.rand(NUM_GAUSSIANS, generator=gen)
+    height = -1 + 6.4 * torch.rand(NUM_GAUSSIANS, generator=gen)
+    means = torch.stack([depth * azimuth.cos(), depth * azimuth.sin(), height], -1)
+    s = 1 + 15 * torch.rand(NUM_GAUSSIANS, 3, generator=gen)
+    scales = s * (depth * 7.5 / FX)[:, None]
+    rotations = quat_to_rotmat(torch.randn(NUM_GAUSSIANS, 4, generator=gen))
+    covariances = covariance_from_scale_rotation(scales, rotations)
+    opacities = torch.sigmoid(torch.randn(NUM_GAUSSIANS, generator=gen))
+    features = torch.softmax(3 * torch.randn(NUM_GAUSSIANS, CHANNELS, generator=gen), -1)
+    return means, covariances, opacities, features
+
+
+def _regularised(covariances: torch.Tensor) -> torch.Tensor:
+    jitter = DEFAULT_EPS + RELATIVE_EPS * torch.diagonal(covariances, dim1=-2, dim2=-1).mean(-1)
+    return covariances + jitter[:, None, None] * torch.eye(3)
+
+
+def _boxes(means: torch.Tensor, covariances: torch.Tensor, grid: VoxelGrid) -> list[tuple[slice, slice, slice] | None]:
+    boxes = []
+    for mean, cov in zip(means.tolist(), covariances):
+        sigma = cov.diagonal().sqrt().tolist()
+        box = []
+        for axis in range(3):
+            lo = math.floor((mean[axis] - 3 * sigma[axis] - grid.range[axis]) / grid.size)
+            hi = math.floor((mean[axis] + 3 * sigma[axis] - grid.range[axis]) / grid.size)
+            box.append(slice(max(lo, 0), min(hi, grid.dims[axis] - 1) + 1))
+        boxes.append(tuple(box) if all(b.start < b.stop for b in box) else None)
+    return boxes
+
+
+def loop_voxelize(means, covariances, opacities, features, grid: VoxelGrid, upstream_style: bool):
+    """Per-Gaussian loop reference: density (X, Y, Z), features (X, Y, Z, C)."""
+    covariances = _regularised(covariances)
+    centres = grid.centers()
+    density = torch.zeros(grid.dims)
+    weighted = torch.zeros(*grid.dims, features.shape[1])
+    for g, box in enumerate(_boxes(means, covariances, grid)):
+        if box is None:
+            continue
+        d = centres[box] - means[g]
+        inverse = covariances[g].inverse()
+        if upstream_style:
+            maha = (d.unsqueeze(-2) @ inverse @ d.unsqueeze(-1))[..., 0, 0]
+        else:
+            maha = torch.einsum("...i,ij,...j->...", d, inverse, d)
+        weight = opacities[g] * torch.exp(-0.5 * maha)
+        density[box] += weight
+        weighted[box] += weight[..., None] * features[g]
+    return density, weighted / density.clamp(min=1e-6)[..., None]
+
+
+def timed(fn, repeats: int, sync=lambda: None) -> tuple[float, object]:
+    times, result = [], None
+    for _ in range(repeats):
+        sync()
+        start = time.perf_counter()
+        result = fn()
+        sync()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times), result
+
+
+MEMORY_CHILD = r"""
+import json, sys, torch
+sys.path.insert(0, {root!r})
+from benchmarks.voxelize import gausstr_scene
+from gausstr_core.grid import VoxelGrid
+from gausstr_core.voxelize import voxelize_gaussians
+torch.set_num_threads({threads})
+scene, grid = gausstr_scene(), VoxelGrid()
+def status(key):
+    for line in open("/proc/self/status"):
+        if line.startswith(key):
+            return int(line.split()[1]) * 1024
+with torch.no_grad():
+    voxelize_gaussians(*scene, grid)  # warm-up: one-off allocations of the library itself
+    before = status("VmRSS:")
+    try:
+        open("/proc/self/clear_refs", "w").write("5")
+        method = "VmHWM after clear_refs"
+    except OSError:
+        method = "ru_maxrss (includes earlier peaks)"
+    result = voxelize_gaussians(*scene, grid)
+    peak = status("VmHWM:")
+print(json.dumps({{"delta": peak - before, "method": method}}))
+"""
+
+
+def peak_memory(threads: int) -> dict:
+    from pathlib import Path
+
+    root = str(Path(__file__).resolve().parents[1])
+    child = MEMORY_CHILD.format(root=root, threads=threads)
+    out = subprocess.run([sys.executable, "-c", child], capture_output=True, text=True, check=True, cwd=root)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--skip-upstream", action="store_true", help="skip the slow upstream-style loop (~20 s)")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    grid = VoxelGrid()
+    scene = gausstr_scene()
+    print(f"scene: {NUM_GAUSSIANS} Gaussians, C = {CHANNELS}, grid {grid.dims}, CPU threads {args.threads}")
+
+    with torch.no_grad():
+        voxelize_gaussians(*scene, grid)  # warm-up
+        fast_s, (density, features) = timed(lambda: voxelize_gaussians(*scene, grid), args.repeats)
+        tight_s, (ref_density, ref_features) = timed(lambda: loop_voxelize(*scene, grid, False), 1)
+        peak = float(ref_density.max())
+        print(f"voxelize_gaussians (CPU): {fast_s * 1e3:.1f} ms (median of {args.repeats})")
+        print(f"tight loop (CPU):         {tight_s * 1e3:.1f} ms")
+        print(
+            f"max |density diff| / peak density: {float((density - ref_density).abs().max()) / peak:.2e}"
+            f" (peak {peak:.3f}); max |feature diff|: {float((features - ref_features).abs().max()):.2e}"
+        )
+        upstream_s = None
+        if not args.skip_upstream:
+            upstream_s, (up_density, _) = timed(lambda: loop_voxelize(*scene, grid, True), 1)
+            print(f"upstream-style loop (CPU): {upstream_s * 1e3:.1f} ms "
+                  f"(max |density diff| / peak vs fast: {float((density - up_density).abs().max()) / peak:.2e})")
+
+        memory = peak_memory(args.threads)
+        print(f"peak memory of one call: {memory['delta'] / 2**20:.0f} MiB ({memory['method']})")
+
+        if torch.cuda.is_available():
+            cuda_scene = [t.cuda() for t in scene]
+            voxelize_gaussians(*cuda_scene, grid)
+            cuda_s, (cuda_density, _) = timed(
+                lambda: voxelize_gaussians(*cuda_scene, grid, chunk_size=1 << 26), 20, torch.cuda.synchronize
+            )
+            diff = float((cuda_density.cpu() - density).abs().max()) / peak
+            print(f"voxelize_gaussians (CUDA, {torch.cuda.get_device_name()}): {cuda_s * 1e3:.2f} ms "
+                  f"(max |diff| / peak vs CPU {diff:.2e})")
+
+    ratios = f"speed-up: {tight_s / fast_s:.1f}x vs the tight loop"
+    if upstream_s is not None:
+        ratios += f", {upstream_s / fast_s:.1f}x vs the upstream-style loop"
+    print(ratios + " (target >= 30x)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,149 @@
+"""GaussTR's self-supervised losses: rendered PCA features vs. foundation features, rendered
+depth vs. metric depth, and an optional 2D segmentation cross-entropy.
+
+Frames and sizes: B samples, N views, G Gaussians, network input (H, W), target feature maps
+(h, w) with one cell per patch, C foundation channels reduced to q PCA channels.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+
+from gausstr_core.config import TrainConfig
+from gausstr_core.gaussians import Gaussians
+from gausstr_core.render import RenderOutput, render_gaussians
+
+DEPTH_EPS = 1e-4  # targets at or below this are ignored; rendered depth is clamped to it before log
+
+
+def pca_project(target: torch.Tensor, q: int = 128, niter: int = 4) -> torch.Tensor:
+    """PCA basis of target features, computed in float64 with `torch.pca_lowrank`.
+
+    target: (M, C) feature vectors or (B*N, C, h, w) maps (channels at dim 1).
+    Returns V (C, q') float64 with orthonormal columns, q' = min(q, C, M). Features are projected
+    as x @ V with no mean subtraction (the basis itself comes from the centred data).
+    """
+    if target.dim() == 4:
+        target = target.permute(0, 2, 3, 1).reshape(-1, target.shape[1])
+    elif target.dim() != 2:
+        raise ValueError(f"pca_project: target must be (M, C) or (B*N, C, h, w), got {tuple(target.shape)}")
+    q = min(q, *target.shape)
+    with torch.no_grad():
+        _, _, basis = torch.pca_lowrank(target.detach().double(), q=q, niter=niter)
+    return basis
+
+
+def feature_loss(rendered: torch.Tensor, target: torch.Tensor, basis: torch.Tensor) -> torch.Tensor:
+    """Mean over pixels of 1 - cos(rendered, upsampled projected target).
+
+    rendered: (B, N, q, H, W) splatted PCA features; target: (B, N, C, h, w) foundation features;
+    basis: (C, q) from `pca_project`. The target is projected onto the basis and bilinearly
+    upsampled to (H, W) (both linear, so the order does not matter).
+    """
+    b, n, q, height, width = rendered.shape
+    if target.dim() != 5 or target.shape[:2] != (b, n) or target.shape[2] != basis.shape[0]:
+        raise ValueError(
+            f"feature_loss: target must be ({b}, {n}, {basis.shape[0]}, h, w), got {tuple(target.shape)}"
+        )
+    if basis.shape[1] != q:
+        raise ValueError(f"feature_loss: rendered has {q} channels but the PCA basis has {basis.shape[1]}")
+    projected = torch.einsum("kchw,cq->kqhw", target.flatten(0, 1).to(rendered.dtype), basis.to(rendered.dtype))
+    upsampled = F.interpolate(projected, size=(height, width), mode="bilinear", align_corners=False)
+    cosine = F.cosine_similarity(rendered.flatten(0, 1), upsampled, dim=1, eps=1e-8)
+    return (1.0 - cosine).mean()
+
+
+def depth_loss(
+    rendered: torch.Tensor, target: torch.Tensor, far_depth: float = 51.2, far_target: float = 1e-3
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Scale-invariant log depth loss and L1 depth loss over pixels with target > DEPTH_EPS.
+
+    rendered, target: (B, N, H, W) m; rendered is the accumulated depth. Targets >= far_depth
+    (sky, beyond range) become far_target, which pushes those pixels towards transparency.
+    Returns silog = sqrt(mean d^2 - 0.5 (mean d)^2), d = log rendered - log target, and
+    l1 = mean |rendered - target|.
+    """
+    if rendered.shape != target.shape:
+        raise ValueError(f"depth_loss: rendered {tuple(rendered.shape)} and target {tuple(target.shape)} differ")
+    target = torch.where(target >= far_depth, torch.full_like(target, far_target), target).to(rendered.dtype)
+    valid = target > DEPTH_EPS
+    if not valid.any():
+        zero = rendered.sum() * 0.0
+        return zero, zero
+    pred, goal = rendered[valid], target[valid]
+    d = torch.log(pred.clamp(min=DEPTH_EPS)) - torch.log(goal)
+    silog = torch.sqrt((d.square().mean() - 0.5 * d.mean().square()).clamp(min=1e-12))
+    return silog, (pred - goal).abs().mean()
+
+
+def segment_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy of (..., classes) channel-last logits against (...) int64 labels, 0 ignored
+    (0 when every label is ignored)."""
+    if logits.shape[:-1] != labels.shape:
+        raise ValueError(f"segment_loss: logits {tuple(logits.shape)} do not match labels {tuple(labels.shape)}")
+    if not (labels != 0).any():
+        return logits.sum() * 0.0
+    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1).long(), ignore_index=0)
+
+
+def gausstr_losses(
+    layers: list[Gaussians],
+    target_features: torch.Tensor,
+    target_depths: torch.Tensor,
+    cam2ego: torch.Tensor,
+    intrinsics: torch.Tensor,
+    img_aug: torch.Tensor,
+    cfg: TrainConfig,
+    segmentation: torch.Tensor | None = None,
+    segment_head: Callable[[torch.Tensor, int], torch.Tensor] | None = None,
+    render_fn: Callable[..., RenderOutput] = render_gaussians,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Total loss of all decoder layers (equal weights, summed) and the detached terms to log.
+
+    layers: one Gaussians batch per decoder layer (means (B, G, 3) ego, m; features (B, G, C)).
+    target_features: (B, N, C, h, w); target_depths: (B, N, H, W) m at network-input size (H, W),
+    the render size; cam2ego (B, N, 4, 4); intrinsics, img_aug (B, N, 3, 3).
+    segmentation: optional (B, N, H, W) int64 labels (0 = ignore), needs segment_head(features,
+    layer) mapping channel-last rendered features (B, N, H, W, q) of decoder layer `layer` to
+    (B, N, H, W, classes) logits (as `gausstr_core.model` SegmentHead).
+    The PCA basis comes from the target features once and is shared by all layers.
+    Terms: 'layer{i}/{feature,depth_silog,depth_l1,segment,total}' and the sums over layers
+    without the prefix; 'total' is the weighted loss that is returned.
+    """
+    if not layers:
+        raise ValueError("gausstr_losses: no decoder layers given")
+    if (segmentation is None) != (segment_head is None):
+        raise ValueError("gausstr_losses: segmentation labels and segment_head must be given together")
+    if target_depths.dim() != 4:
+        raise ValueError(f"gausstr_losses: target_depths must be (B, N, H, W), got {tuple(target_depths.shape)}")
+    basis = pca_project(target_features.flatten(0, 1), q=cfg.pca_dims)
+    image_size = tuple(target_depths.shape[-2:])
+
+    terms: dict[str, torch.Tensor] = {}
+    total = target_depths.new_zeros(())
+    for index, gaussians in enumerate(layers):
+        colors = gaussians.features @ basis.to(gaussians.features.dtype)  # (B, G, q)
+        out = render_fn(
+            means=gaussians.means, quats=gaussians.quats, scales=gaussians.scales,
+            opacities=gaussians.opacities, colors=colors, cam2ego=cam2ego, intrinsics=intrinsics,
+            img_aug=img_aug, image_size=image_size, near=cfg.render_near, far=cfg.render_far,
+        )
+        layer = {"feature": feature_loss(out.features, target_features, basis)}
+        layer["depth_silog"], layer["depth_l1"] = depth_loss(out.depth, target_depths, cfg.far_depth, cfg.far_target)
+        layer_total = (
+            cfg.feature_loss_weight * layer["feature"]
+            + cfg.depth_loss_weight * (layer["depth_silog"] + cfg.depth_l1_weight * layer["depth_l1"])
+        )
+        if segment_head is not None:
+            logits = segment_head(out.features.permute(0, 1, 3, 4, 2), index)
+            layer["segment"] = segment_loss(logits, segmentation)
+            layer_total = layer_total + cfg.segment_loss_weight * layer["segment"]
+        layer["total"] = layer_total
+        total = total + layer_total
+        for name, value in layer.items():
+            terms[f"layer{index}/{name}"] = value.detach()
+            terms[name] = terms.get(name, 0.0) + value.detach()
+    return total, terms

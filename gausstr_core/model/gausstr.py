@@ -1,0 +1,157 @@
+"""GaussTR: foundation features of N views -> one set of 3D Gaussians per decoder layer."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from gausstr_core.config import ModelConfig
+from gausstr_core.gaussians import Gaussians
+from gausstr_core.model.decoder import SELF_ATTN_SCOPES, DecoderLayer
+from gausstr_core.model.gaussian_head import GaussianHead, SegmentHead, sample_depth, uv_to_ego
+from gausstr_core.model.layers import MLP, inverse_sigmoid, sine_encoding
+from gausstr_core.model.neck import SimpleFeaturePyramid
+from gausstr_core.model.reference_points import random_reference_points, stratified_reference_points
+
+VARIANTS = ("talk2dino", "featup")
+
+
+class GaussTR(nn.Module):
+    """The GaussTR network (neck, decoder, Gaussian heads; no backbone: features come precomputed).
+
+    Call: `model(features, depths, intrinsics, cam2ego, img_aug, ref_points=None) -> list[Gaussians]`,
+    one Gaussians per decoder layer, the last is the final prediction. Each holds B x (N*Q)
+    Gaussians, view-major (the Q Gaussians of view 0 first).
+
+    Reference points: given ones are used as they are; otherwise `sample_reference_points` draws
+    them, uniformly at random in training (every forward, as the authors), and in eval mode either
+    a seeded stratified set (`cfg.deterministic_refs`, identical inputs -> identical outputs) or
+    random ones (the authors' stochastic evaluation). Pass them explicitly to know or reuse them.
+    """
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        _check_config(cfg)
+        self.cfg = cfg
+        d = cfg.embed_dims
+        self.neck = SimpleFeaturePyramid(cfg.feature_dim, d)
+        self.query_embed = nn.Embedding(cfg.num_queries, d)
+        self.pos_mlp = MLP(d, d, d)  # sine encoding of the 2D reference point -> query position
+        self.layers = nn.ModuleList(
+            DecoderLayer(
+                d, cfg.num_heads, cfg.num_levels, cfg.num_points, cfg.ffn_dims, cfg.dropout, cfg.self_attn_scope
+            )
+            for _ in range(cfg.num_layers)
+        )
+        self.out_norm = nn.LayerNorm(d)  # shared by all layers' outputs before their heads
+        self.heads = nn.ModuleList(
+            GaussianHead(d, cfg.mlp_hidden, cfg.feature_dim, cfg.scale_range, cfg.scale_multiplier)
+            for _ in range(cfg.num_layers)
+        )
+        self.scene_pos_mlp = MLP(3 * self._scene_pos_feats, d, d) if cfg.self_attn_scope == "scene" else None
+        self.segment_head = (
+            SegmentHead(cfg.num_layers, cfg.segment_in_dims, cfg.segment_hidden, cfg.segment_classes)
+            if cfg.segment_classes > 0
+            else None
+        )
+
+    @property
+    def _scene_pos_feats(self) -> int:
+        """Sine features per axis of the 3D positional encoding (even, 3 x this <= embed_dims)."""
+        return self.cfg.embed_dims // 6 * 2
+
+    def sample_reference_points(
+        self, batch: int, views: int, generator: torch.Generator | None = None, deterministic: bool = False,
+        device: torch.device | str | None = None,
+    ) -> torch.Tensor:
+        """(B, N, Q, 2) reference points, x = u / W, y = v / H in [0, 1], on `device` (default: the model's).
+
+        deterministic: stratified grid jittered by `generator` (default: a CPU generator seeded with
+        cfg.ref_seed), the same for every call; else uniform random.
+        """
+        device = self.query_embed.weight.device if device is None else device
+        q = self.cfg.num_queries
+        if deterministic:
+            generator = generator or torch.Generator().manual_seed(self.cfg.ref_seed)
+            return stratified_reference_points(batch, views, q, generator, device)
+        return random_reference_points(batch, views, q, generator, device)
+
+    def forward(
+        self, features: torch.Tensor, depths: torch.Tensor, intrinsics: torch.Tensor, cam2ego: torch.Tensor,
+        img_aug: torch.Tensor, *, ref_points: torch.Tensor | None = None,
+    ) -> list[Gaussians]:
+        """features (B, N, C, h, w) foundation features; depths (B, N, H, W) metric depth at network-input
+        size (H, W), m; intrinsics (B, N, 3, 3) original-pixel K; cam2ego (B, N, 4, 4); img_aug
+        (B, N, 3, 3) original -> input pixels; ref_points (B, N, Q, 2) in [0, 1] or None.
+        Returns one Gaussians (B, N*Q, ...) per decoder layer."""
+        b, n = self._check_inputs(features, depths, intrinsics, cam2ego, img_aug, ref_points)
+        if ref_points is None:
+            deterministic = not self.training and self.cfg.deterministic_refs
+            ref_points = self.sample_reference_points(b, n, deterministic=deterministic, device=features.device)
+        q, d = self.cfg.num_queries, self.cfg.embed_dims
+        value_maps = [m.contiguous(memory_format=torch.channels_last) for m in self.neck(features.flatten(0, 1))]
+        depths = depths.clamp(max=self.cfg.depth_max)
+        ref = ref_points.reshape(b * n, q, 2).float()
+        query = self.query_embed.weight[None].expand(b * n, q, d)
+        outputs = []
+        for layer, head in zip(self.layers, self.heads):
+            pos_cross = self.pos_mlp(sine_encoding(ref.flip(-1), d // 2))  # (y, x) order, as the authors
+            pos_self = pos_cross
+            if self.scene_pos_mlp is not None:
+                pos_self = self._scene_position(ref, depths, intrinsics, cam2ego, img_aug)
+            query = layer(query, pos_cross, pos_self, ref, value_maps, n)
+            ref = torch.sigmoid(head.offset(query)[..., :2] + inverse_sigmoid(ref)).detach()
+            hidden = self.out_norm(query).view(b, n, q, d)
+            outputs.append(head(hidden, ref.view(b, n, q, 2), depths, intrinsics, cam2ego, img_aug))
+        return outputs
+
+    def _scene_position(
+        self, ref: torch.Tensor, depths: torch.Tensor, intrinsics: torch.Tensor, cam2ego: torch.Tensor,
+        img_aug: torch.Tensor,
+    ) -> torch.Tensor:
+        """3D positional encoding (B*N, Q, D) of the points seen at the reference points (ego frame,
+        divided by depth_max before the sine encoding)."""
+        b, n = depths.shape[:2]
+        uv = ref.float().view(b, n, -1, 2)
+        with torch.autocast(device_type=ref.device.type, enabled=False):
+            means = uv_to_ego(uv, sample_depth(depths.float(), uv), intrinsics.float(), cam2ego.float(),
+                              img_aug.float(), depths.shape[-2:])
+        enc = sine_encoding(means / self.cfg.depth_max, self._scene_pos_feats)
+        return self.scene_pos_mlp(enc.flatten(0, 1))
+
+    def _check_inputs(self, features, depths, intrinsics, cam2ego, img_aug, ref_points) -> tuple[int, int]:
+        if features.dim() != 5:
+            raise ValueError(f"GaussTR: features must be (B, N, C, h, w), got shape {tuple(features.shape)}")
+        b, n, c = features.shape[:3]
+        if c != self.cfg.feature_dim:
+            raise ValueError(f"GaussTR: features have {c} channels, model.feature_dim is {self.cfg.feature_dim}")
+        expected = {"depths": (depths, (b, n, None, None)), "intrinsics": (intrinsics, (b, n, 3, 3)),
+                    "cam2ego": (cam2ego, (b, n, 4, 4)), "img_aug": (img_aug, (b, n, 3, 3))}
+        if ref_points is not None:
+            expected["ref_points"] = (ref_points, (b, n, self.cfg.num_queries, 2))
+        for name, (tensor, shape) in expected.items():
+            ok = tensor.dim() == len(shape) and all(s is None or s == t for s, t in zip(shape, tensor.shape))
+            if not ok:
+                want = tuple("*" if s is None else s for s in shape)
+                raise ValueError(f"GaussTR: {name} must have shape {want}, got {tuple(tensor.shape)}")
+        return b, n
+
+
+def _check_config(cfg: ModelConfig) -> None:
+    problems = []
+    if cfg.variant not in VARIANTS:
+        problems.append(f"variant must be one of {VARIANTS}, got {cfg.variant!r}")
+    if cfg.self_attn_scope not in SELF_ATTN_SCOPES:
+        problems.append(f"self_attn_scope must be one of {SELF_ATTN_SCOPES}, got {cfg.self_attn_scope!r}")
+    if cfg.num_levels != len(SimpleFeaturePyramid.FACTORS):
+        levels = len(SimpleFeaturePyramid.FACTORS)
+        problems.append(f"num_levels must be {levels} (the simple FPN's scales), got {cfg.num_levels}")
+    if cfg.embed_dims % cfg.num_heads or cfg.embed_dims % 2:
+        problems.append(f"embed_dims {cfg.embed_dims} must be even and divisible by num_heads {cfg.num_heads}")
+    if cfg.feature_dim % 4:
+        problems.append(f"feature_dim must be divisible by 4, got {cfg.feature_dim}")
+    for name in ("num_queries", "num_layers", "num_heads", "num_points", "ffn_dims", "mlp_hidden"):
+        if getattr(cfg, name) <= 0:
+            problems.append(f"{name} must be positive, got {getattr(cfg, name)}")
+    if problems:
+        raise ValueError("invalid model config: " + "; ".join(problems))

@@ -1,0 +1,127 @@
+"""Differentiable front-to-back alpha compositing of projected Gaussians in pure PyTorch.
+
+Per pixel, with Gaussians sorted by depth, gsplat's rule: sigma = 1/2 d^T conic d,
+alpha = min(0.999, opacity exp(-sigma)); Gaussians with alpha < 1/255 are skipped (gsplat's other
+skip, sigma < 0, cannot happen with positive-definite conics); compositing stops before the first
+Gaussian after which the transmittance would drop to <= 1e-4. Pixels are processed tile by tile;
+tiles with similar Gaussian counts are batched into padded (tiles, pixels, Gaussians) blocks whose
+transmittance is a cumulative product. The exponent is a quadratic in tile-centred pixel
+coordinates evaluated as one matrix product (float32: ~1e-6 relative error in alpha).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from gausstr_core.render.projection import ALPHA_THRESHOLD
+from gausstr_core.render.tiles import TileBins, bin_gaussians
+
+MAX_ALPHA = 0.999
+MIN_TRANSMITTANCE = 1e-4
+_EMPTY = -1e4  # exponent of padding slots: exp underflows to 0
+
+
+def rasterize_torch(
+    means2d: torch.Tensor,
+    conics: torch.Tensor,
+    opacities: torch.Tensor,
+    colors: torch.Tensor,
+    depths: torch.Tensor,
+    radii: torch.Tensor,
+    image_size: tuple[int, int],
+    tile_size: int = 16,
+    block_elements: int = 1 << 22,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Composite I images of G projected Gaussians.
+
+    means2d: (I, G, 2) pixels; conics: (I, G, 3); opacities: (I, G); colors: (I, G, D);
+    depths: (I, G) sort keys, m; radii: (I, G, 2) int (0 = culled); image_size (H, W).
+    block_elements bounds tiles x pixels x Gaussians per padded block (memory vs. loop count).
+    Returns colors (I, D, H, W) = sum_i w_i c_i and alpha (I, H, W) = 1 - final transmittance.
+    """
+    num_images, _, channels = colors.shape
+    height, width = image_size
+    bins = bin_gaussians(means2d, radii, depths, image_size, tile_size)
+    basis = _tile_pixel_basis(tile_size, means2d)  # (P, 6)
+
+    flat = (
+        means2d.reshape(-1, 2),
+        conics.reshape(-1, 3),
+        torch.log(opacities.clamp(min=ALPHA_THRESHOLD)).reshape(-1),  # culled below 1/255 anyway
+        torch.cat([colors, torch.ones_like(colors[..., :1])], -1).reshape(-1, channels + 1),
+    )
+    outputs, tile_order = [], []
+    for tiles in _blocks(bins, basis.shape[0], block_elements):
+        outputs.append(_composite_block(bins, tiles, basis, tile_size, *flat))
+        tile_order.append(bins.tile_ids[tiles])
+
+    # write each tile into a (I, D + 1, tiles_h, s, tiles_w, s) canvas that views as the image
+    canvas = colors.new_zeros(num_images, channels + 1, bins.tiles_h, tile_size, bins.tiles_w, tile_size)
+    if outputs:
+        tile_ids = torch.cat(tile_order)
+        per_image = bins.tiles_h * bins.tiles_w
+        rows, cols = tile_ids % per_image // bins.tiles_w, tile_ids % bins.tiles_w
+        by_tile = canvas.permute(0, 2, 4, 1, 3, 5)  # (I, tiles_h, tiles_w, D + 1, s, s) view
+        by_tile[tile_ids // per_image, rows, cols] = torch.cat(outputs).unflatten(-1, (tile_size, tile_size))
+    image = canvas.reshape(num_images, channels + 1, bins.tiles_h * tile_size, bins.tiles_w * tile_size)
+    image = image[..., :height, :width]
+    return image[:, :channels], image[:, channels]
+
+
+def _tile_pixel_basis(tile_size: int, like: torch.Tensor) -> torch.Tensor:
+    """(P, 6) monomials [u^2, uv, v^2, u, v, 1] of the pixel centres in tile-centred coordinates."""
+    r = torch.arange(tile_size, dtype=like.dtype, device=like.device) + 0.5 - tile_size / 2
+    v, u = (x.flatten() for x in torch.meshgrid(r, r, indexing="ij"))
+    return torch.stack([u * u, u * v, v * v, u, v, torch.ones_like(u)], -1)
+
+
+def _blocks(bins: TileBins, num_pixels: int, block_elements: int) -> list[torch.Tensor]:
+    """Split the non-empty tiles, most crowded first, into blocks of <= block_elements pairs."""
+    order = torch.argsort(bins.counts, descending=True)
+    counts = bins.counts[order].tolist()
+    blocks, start = [], 0
+    while start < len(counts):
+        per_tile = num_pixels * counts[start]  # the block's padded width is its first count
+        stop = start + max(1, block_elements // per_tile)
+        blocks.append(order[start:stop])
+        start = stop
+    return blocks
+
+
+def _composite_block(
+    bins: TileBins,
+    tiles: torch.Tensor,
+    basis: torch.Tensor,
+    tile_size: int,
+    means2d: torch.Tensor,
+    conics: torch.Tensor,
+    log_opacities: torch.Tensor,
+    colors: torch.Tensor,
+) -> torch.Tensor:
+    """Composite the tiles `tiles` (indices into bins); returns (T, D + 1, P) colors and alpha.
+
+    The exponent log(opacity) - sigma is a quadratic in the tile-centred pixel coordinates, so
+    it is one (P, 6) x (T, 6, K) matrix product.
+    """
+    counts = bins.counts[tiles]
+    slot = torch.arange(int(counts.max()), device=counts.device)
+    padded = slot < counts[:, None]  # (T, K)
+    entry = (bins.offsets[tiles, None] + slot).clamp(max=bins.gaussian_ids.numel() - 1)
+    ids = torch.where(padded, bins.gaussian_ids[entry], torch.zeros_like(entry))  # (T, K)
+
+    tile = bins.tile_ids[tiles] % (bins.tiles_h * bins.tiles_w)
+    centre = (torch.stack([tile % bins.tiles_w, tile // bins.tiles_w], -1).to(basis.dtype) + 0.5) * tile_size
+    mu, mv = (means2d[ids] - centre[:, None, :]).unbind(-1)  # (T, K) tile-centred means
+    a, b, c = conics[ids].unbind(-1)
+    lin_u, lin_v = a * mu + b * mv, b * mu + c * mv
+    const = log_opacities[ids] - 0.5 * (mu * lin_u + mv * lin_v)
+    coef = torch.stack([-0.5 * a, -b, -0.5 * c, lin_u, lin_v, const], 1)  # (T, 6, K)
+    empty = coef.new_tensor([0.0, 0, 0, 0, 0, _EMPTY])[:, None]
+    coef = torch.where(padded[:, None, :], coef, empty)
+    raw = torch.exp(basis @ coef)  # (T, P, K) opacity * exp(-sigma)
+    alpha = torch.where(raw >= ALPHA_THRESHOLD, raw.clamp(max=MAX_ALPHA), 0.0)
+
+    one_minus = 1.0 - alpha
+    after = torch.cumprod(one_minus, dim=-1)  # transmittance after each Gaussian
+    weights = torch.where(after > MIN_TRANSMITTANCE, alpha * after / one_minus, 0.0)
+    return colors[ids].transpose(1, 2) @ weights.transpose(1, 2)  # (T, D + 1, P); ones -> alpha

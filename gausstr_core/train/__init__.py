@@ -1,0 +1,1 @@
+"""Self-supervised training: schedule, resumable sampling, RNG capture, DDP, the loop."""

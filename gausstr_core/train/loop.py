@@ -1,0 +1,248 @@
+"""The self-supervised training loop: resumable, single- or multi-process (torchrun + DDP).
+
+Checkpoints: `<work_dir>/checkpoints/latest.pt` (every `train.checkpoint_every` steps and at each
+epoch end) and `epoch_<e>.pt`, each a model checkpoint (gausstr_core.model.checkpoint) with a
+`train_state` extra: optimizer, scheduler, step, epoch, batches consumed in the epoch, RNG states.
+Only rank 0 writes. A resumed single-process run continues bit-exactly.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader
+
+from gausstr_core.config import Config, config_from_dict, save_config
+from gausstr_core.data import collate_samples
+from gausstr_core.data.dataset import GaussTRDataset
+from gausstr_core.losses import gausstr_losses
+from gausstr_core.model import GaussTR
+from gausstr_core.model.checkpoint import load_checkpoint, load_state_dict_strict, save_checkpoint
+from gausstr_core.train.distributed import DistInfo, all_reduce_mean, barrier, init_distributed, shutdown
+from gausstr_core.train.logging import TrainLogger
+from gausstr_core.train.rng import capture_rng_state, restore_rng_state
+from gausstr_core.train.sampler import ResumableDistributedSampler
+from gausstr_core.train.schedule import warmup_multistep
+
+# Config entries a resumed run must share with its checkpoint (others, e.g. epochs, may change).
+RESUME_MUST_MATCH = ("model", "data.input_size", "data.cameras", "data.feature_kind", "train.pca_dims")
+
+
+@dataclass
+class TrainResult:
+    steps: int
+    epochs_done: int
+    last_checkpoint: Path | None
+    losses: list[float]  # total loss of every step run by this call (rank-averaged)
+
+
+def latest_checkpoint(work_dir: str | Path) -> Path:
+    return Path(work_dir) / "checkpoints" / "latest.pt"
+
+
+def train(
+    config: Config,
+    *,
+    device: str = "auto",
+    resume: str | Path | None = None,
+    max_steps: int | None = None,
+    max_seconds: float | None = None,
+    show_progress: bool = True,
+) -> TrainResult:
+    """Train `config` in `config.train.work_dir`; stop after the configured epochs, or earlier at
+    `max_steps` total steps / `max_seconds` of this call (writing a checkpoint when stopping).
+
+    resume: a checkpoint path, 'auto' (the work dir's latest.pt if it exists) or None.
+    """
+    info = init_distributed(device)
+    try:
+        return _Trainer(config, info, show_progress).run(_resume_path(config, resume), max_steps, max_seconds)
+    finally:
+        shutdown(info)
+
+
+def _resume_path(config: Config, resume: str | Path | None) -> Path | None:
+    if resume is None:
+        return None
+    if str(resume) == "auto":
+        path = latest_checkpoint(config.train.work_dir)
+        return path if path.is_file() else None
+    path = Path(resume)
+    if not path.is_file():
+        raise FileNotFoundError(f"--resume: checkpoint not found: {path}")
+    return path
+
+
+def _lookup(values: dict[str, Any], dotted: str) -> Any:
+    for part in dotted.split("."):
+        values = values[part]
+    return values
+
+
+def check_resume_config(config: Config, saved: dict[str, Any], source: str) -> None:
+    """Raise ValueError naming every RESUME_MUST_MATCH entry that differs from the checkpoint's."""
+    current = config.to_dict()
+    diffs = [
+        f"{key}: checkpoint {_lookup(saved, key)!r} vs now {_lookup(current, key)!r}"
+        for key in RESUME_MUST_MATCH
+        if _lookup(saved, key) != _lookup(current, key)
+    ]
+    if diffs:
+        raise ValueError(f"cannot resume from {source}: config differs: " + "; ".join(diffs))
+
+
+class _Trainer:
+    def __init__(self, config: Config, info: DistInfo, show_progress: bool) -> None:
+        self.config, self.info = config, info
+        cfg = config.train
+        torch.manual_seed(cfg.seed)  # identical initial weights on every rank
+        self.dataset = GaussTRDataset(config, config.data.train_split, load_occupancy=False)
+        self.sampler = ResumableDistributedSampler(
+            len(self.dataset), info.world_size, info.rank, shuffle=True, seed=cfg.seed
+        )
+        self.loader = DataLoader(
+            self.dataset, batch_size=cfg.batch_size, sampler=self.sampler, collate_fn=collate_samples,
+            num_workers=config.data.num_workers, generator=torch.Generator().manual_seed(cfg.seed),
+            drop_last=False,
+        )
+        self.iters_per_epoch = math.ceil(self.sampler.shard_size / cfg.batch_size)
+        self.model = GaussTR(config.model).to(info.device)
+        self.ddp = (
+            DistributedDataParallel(self.model, device_ids=[info.local_rank] if info.device.type == "cuda" else None)
+            if info.world_size > 1 else None
+        )
+        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        milestones = tuple(m * self.iters_per_epoch for m in cfg.lr_milestones)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, warmup_multistep(cfg.warmup_iters, milestones, cfg.lr_gamma)
+        )
+        self.features_online = config.data.feature_source == "online"
+        self.feature_provider = None
+        if self.features_online:
+            from gausstr_core.foundation.registry import build_feature_provider
+
+            self.feature_provider = build_feature_provider({**config.data.feature_provider, "device": str(info.device)})
+        self.amp = cfg.amp and info.device.type == "cuda"
+        self.step, self.epoch, self.consumed = 0, 0, 0
+        self.logger = TrainLogger(
+            Path(cfg.work_dir), enabled=info.is_main, show_progress=show_progress, log_every=cfg.log_every
+        )
+
+    # -- checkpoints -------------------------------------------------------------------------
+
+    def load(self, path: Path) -> None:
+        ckpt = load_checkpoint(path, map_location="cpu")
+        check_resume_config(self.config, ckpt["config"], str(path))
+        if "train_state" not in ckpt:
+            raise ValueError(f"cannot resume from {path}: it holds no train_state (a weights-only checkpoint)")
+        state = ckpt["train_state"]
+        load_state_dict_strict(self.model, ckpt["state_dict"], f"checkpoint {path}")
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.step, self.epoch = state["step"], state["epoch"]
+        # Batches already consumed in this epoch, re-expressed for this run's world size.
+        seen = state["consumed"] * state["world_size"]
+        self.consumed = min(seen // self.info.world_size, self.iters_per_epoch)
+        restore_rng_state(state["rng"])
+        self.loader.generator.set_state(state["loader_rng"])
+
+    def save(self, name: str = "latest.pt") -> Path:
+        path = Path(self.config.train.work_dir) / "checkpoints" / name
+        if self.info.is_main:
+            train_state = {
+                "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict(),
+                "step": self.step,
+                "epoch": self.epoch,
+                "consumed": self.consumed,
+                "world_size": self.info.world_size,
+                "rng": capture_rng_state(),
+                "loader_rng": self.loader.generator.get_state(),
+            }
+            save_checkpoint(path, self.model, self.config, extra={"train_state": train_state})
+        barrier(self.info)
+        return path
+
+    # -- one step ----------------------------------------------------------------------------
+
+    def train_step(self, batch) -> dict[str, torch.Tensor]:
+        batch = batch.to(self.info.device)
+        features = batch.features
+        if self.features_online:
+            with torch.no_grad():
+                b, n = batch.images.shape[:2]
+                features = self.feature_provider(batch.images.flatten(0, 1)).unflatten(0, (b, n))
+        if features is None or batch.depths is None:
+            raise ValueError(f"batch {batch.tokens}: training needs feature maps and depth maps")
+        net = self.ddp or self.model
+        with torch.autocast(self.info.device.type, dtype=torch.bfloat16, enabled=self.amp):
+            layers = net(features, batch.depths, batch.intrinsics, batch.cam2ego, batch.img_aug)
+            total, terms = gausstr_losses(
+                layers, features, batch.depths, batch.cam2ego, batch.intrinsics, batch.img_aug, self.config.train,
+                segmentation=batch.segmentation if self.model.segment_head is not None else None,
+                segment_head=self.model.segment_head if batch.segmentation is not None else None,
+            )
+        self.optimizer.zero_grad(set_to_none=True)
+        total.backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.train.grad_clip)
+        self.optimizer.step()
+        self.scheduler.step()
+        terms = {k: all_reduce_mean(v.detach().float(), self.info) for k, v in terms.items()}
+        terms["grad_norm"] = grad_norm.detach()
+        terms["lr"] = torch.tensor(self.scheduler.get_last_lr()[0])
+        self._last = (layers[-1], features, batch)
+        return terms
+
+    # -- the loop ----------------------------------------------------------------------------
+
+    def run(self, resume: Path | None, max_steps: int | None, max_seconds: float | None) -> TrainResult:
+        cfg = self.config.train
+        if resume is not None:
+            self.load(resume)
+        if self.info.is_main:
+            Path(cfg.work_dir).mkdir(parents=True, exist_ok=True)
+            save_config(self.config, Path(cfg.work_dir) / "config.yaml")
+        self.model.train()
+        start, losses, last_ckpt = time.monotonic(), [], None
+        total_steps = cfg.epochs * self.iters_per_epoch
+        stop = False
+        while self.epoch < cfg.epochs and not stop:
+            self.sampler.set_epoch(self.epoch, start=self.consumed * cfg.batch_size)
+            self.logger.start_epoch(self.epoch, self.iters_per_epoch, self.consumed)
+            for batch in self.loader:
+                tic = time.monotonic()
+                terms = self.train_step(batch)
+                self.step += 1
+                self.consumed += 1
+                losses.append(float(terms["total"]))
+                self.logger.log_step(self.step, terms, time.monotonic() - tic)
+                if self.step % cfg.image_log_every == 0:
+                    self.logger.log_images(self.step, *self._last, self.config)
+                if self.step % cfg.checkpoint_every == 0:
+                    last_ckpt = self.save()
+                out_of_budget = (max_steps is not None and self.step >= max_steps) or (
+                    max_seconds is not None and time.monotonic() - start >= max_seconds
+                )
+                if out_of_budget or self.step >= total_steps:
+                    stop = out_of_budget
+                    break
+            if self.consumed >= self.iters_per_epoch:
+                self.epoch += 1
+                self.consumed = 0
+                last_ckpt = self.save()
+                self.save(f"epoch_{self.epoch}.pt")
+            elif stop:
+                last_ckpt = self.save()
+            self.logger.end_epoch()
+        self.logger.close()
+        return TrainResult(self.step, self.epoch, last_ckpt, losses)
+
+
+def load_config_from_checkpoint(path: str | Path) -> Config:
+    return config_from_dict(load_checkpoint(path)["config"])

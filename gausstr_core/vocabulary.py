@@ -1,0 +1,238 @@
+"""Open-vocabulary class definitions and text-prototype files.
+
+Vocabulary YAML:
+    name: occ3d
+    free_class: sky                # the class that means "free space" (empty voxel)
+    classes:
+      - {name: car, prompts: [car], occ3d_id: 4}          # occ3d_id optional
+      - {name: manmade, prompts: [building, wall], occ3d_id: 15}
+
+Labels index `classes` in file order; several prompts of one class are synonyms (merged by max).
+
+Prototype files (ours): a torch file {"prompts": [P str], "embeddings": (P, C) float tensor,
+"vocabulary": vocabulary dict, "provider": str}. The authors' released `text_proto_embeds_*.pth`
+(a (P, C) tensor, or a dict holding exactly one such tensor, rows in their prompt order) load when
+paired with a vocabulary whose flattened prompt list has P entries.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import yaml
+
+from gausstr_core.foundation.base import TextEncoder
+
+OCC3D_NUM_CLASSES = 18  # ids 0..17, 17 = free
+
+
+@dataclass(frozen=True)
+class VocabularyClass:
+    name: str
+    prompts: tuple[str, ...]
+    occ3d_id: int | None = None
+
+
+@dataclass(frozen=True)
+class Vocabulary:
+    """Classes (each with synonym prompts) plus the index of the free class."""
+
+    name: str
+    classes: tuple[VocabularyClass, ...]
+    free_class: str
+
+    @classmethod
+    def load(cls, path: str | Path) -> Vocabulary:
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"vocabulary file not found: {path}")
+        return cls.from_dict(yaml.safe_load(path.read_text()), source=str(path))
+
+    @classmethod
+    def from_dict(cls, data: Any, source: str = "vocabulary") -> Vocabulary:
+        """Validate and build from the YAML mapping; errors name `source` and the bad entry."""
+        if not isinstance(data, dict):
+            raise ValueError(f"{source}: must be a mapping with name, free_class, classes")
+        unknown = sorted(set(data) - {"name", "free_class", "classes"})
+        if unknown:
+            raise ValueError(f"{source}: unknown key(s) {unknown}")
+        raw_classes = data.get("classes")
+        if not isinstance(raw_classes, list) or not raw_classes:
+            raise ValueError(f"{source}: 'classes' must be a non-empty list")
+        classes = tuple(_parse_class(entry, f"{source}: classes[{i}]") for i, entry in enumerate(raw_classes))
+        names = [c.name for c in classes]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ValueError(f"{source}: duplicate class names {duplicates}")
+        prompts = [p for c in classes for p in c.prompts]
+        repeated = sorted({p for p in prompts if prompts.count(p) > 1})
+        if repeated:
+            raise ValueError(f"{source}: prompts {repeated} appear more than once")
+        free_class = data.get("free_class")
+        if free_class not in names:
+            raise ValueError(f"{source}: free_class {free_class!r} is not one of the classes {names}")
+        name = data.get("name", Path(source).stem)
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"{source}: 'name' must be a non-empty string")
+        return cls(name=name, classes=classes, free_class=free_class)
+
+    def to_dict(self) -> dict[str, Any]:
+        classes = []
+        for c in self.classes:
+            entry: dict[str, Any] = {"name": c.name, "prompts": list(c.prompts)}
+            if c.occ3d_id is not None:
+                entry["occ3d_id"] = c.occ3d_id
+            classes.append(entry)
+        return {"name": self.name, "free_class": self.free_class, "classes": classes}
+
+    @property
+    def class_names(self) -> list[str]:
+        return [c.name for c in self.classes]
+
+    @property
+    def free_label(self) -> int:
+        """Label index of the free class."""
+        return self.class_names.index(self.free_class)
+
+    @property
+    def prompts(self) -> list[str]:
+        """All prompts, class by class in file order (P entries)."""
+        return [p for c in self.classes for p in c.prompts]
+
+    @property
+    def prompt_to_class(self) -> torch.Tensor:
+        """(P,) int64 class index of every prompt, for merging synonym scores by max."""
+        return torch.tensor([i for i, c in enumerate(self.classes) for _ in c.prompts], dtype=torch.int64)
+
+    @property
+    def occ3d_ids(self) -> torch.Tensor:
+        """(K,) uint8 Occ3D id per class; ValueError unless every class declares occ3d_id."""
+        missing = [c.name for c in self.classes if c.occ3d_id is None]
+        if missing:
+            raise ValueError(f"vocabulary {self.name!r} has no Occ3D mapping: classes {missing} lack occ3d_id")
+        return torch.tensor([c.occ3d_id for c in self.classes], dtype=torch.uint8)
+
+    def to_occ3d(self, labels: np.ndarray | torch.Tensor) -> np.ndarray | torch.Tensor:
+        """Class labels (any shape, values 0..K-1) -> Occ3D ids, uint8, same container type and shape."""
+        table = self.occ3d_ids
+        if isinstance(labels, np.ndarray):
+            return self.to_occ3d(torch.from_numpy(labels)).numpy()
+        if not isinstance(labels, torch.Tensor) or labels.is_floating_point() or labels.is_complex():
+            raise ValueError(
+                f"to_occ3d: labels must be an integer array or tensor, got {getattr(labels, 'dtype', labels)}"
+            )
+        if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= len(table)):
+            raise ValueError(
+                f"to_occ3d: labels range {int(labels.min())}..{int(labels.max())} outside 0..{len(table) - 1} "
+                f"of vocabulary {self.name!r}"
+            )
+        return table.to(labels.device)[labels.long()]
+
+
+def _parse_class(entry: Any, where: str) -> VocabularyClass:
+    if not isinstance(entry, dict):
+        raise ValueError(f"{where}: must be a mapping with name, prompts (and optional occ3d_id)")
+    unknown = sorted(set(entry) - {"name", "prompts", "occ3d_id"})
+    if unknown:
+        raise ValueError(f"{where}: unknown key(s) {unknown}")
+    name, prompts, occ3d_id = entry.get("name"), entry.get("prompts"), entry.get("occ3d_id")
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"{where}: 'name' must be a non-empty string, got {name!r}")
+    if not isinstance(prompts, list) or not prompts or not all(isinstance(p, str) and p.strip() for p in prompts):
+        raise ValueError(f"{where} ({name}): 'prompts' must be a non-empty list of non-empty strings, got {prompts!r}")
+    if occ3d_id is not None and (
+        isinstance(occ3d_id, bool) or not isinstance(occ3d_id, int) or not 0 <= occ3d_id < OCC3D_NUM_CLASSES
+    ):
+        raise ValueError(
+            f"{where} ({name}): occ3d_id must be an integer in 0..{OCC3D_NUM_CLASSES - 1}, got {occ3d_id!r}"
+        )
+    return VocabularyClass(name=name, prompts=tuple(prompts), occ3d_id=occ3d_id)
+
+
+@dataclass(frozen=True)
+class Prototypes:
+    """Text prototypes of a vocabulary: embeddings (P, C), row i for vocabulary.prompts[i]."""
+
+    vocabulary: Vocabulary
+    embeddings: torch.Tensor
+    provider: str
+
+    def __post_init__(self) -> None:
+        count = len(self.vocabulary.prompts)
+        if self.embeddings.ndim != 2 or self.embeddings.shape[0] != count:
+            raise ValueError(
+                f"prototypes: embeddings {tuple(self.embeddings.shape)} do not match the {count} prompts of "
+                f"vocabulary {self.vocabulary.name!r}"
+            )
+
+    @property
+    def prompts(self) -> list[str]:
+        return self.vocabulary.prompts
+
+
+def compute_prototypes(vocabulary: Vocabulary, encoder: TextEncoder, provider: str) -> Prototypes:
+    """Encode every prompt of `vocabulary` with `encoder` (provider: a name recorded in the file)."""
+    embeddings = encoder.encode(vocabulary.prompts).detach().float().cpu()
+    return Prototypes(vocabulary=vocabulary, embeddings=embeddings, provider=provider)
+
+
+def save_prototypes(prototypes: Prototypes, path: str | Path) -> None:
+    """Write our prototype file (see module docstring); creates parent folders."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(
+        {
+            "prompts": prototypes.prompts,
+            "embeddings": prototypes.embeddings.contiguous(),
+            "vocabulary": prototypes.vocabulary.to_dict(),
+            "provider": prototypes.provider,
+        },
+        path,
+    )
+
+
+def load_prototypes(path: str | Path, vocabulary: Vocabulary | None = None) -> Prototypes:
+    """Read our prototype file or the authors' tensor layout (which needs `vocabulary`).
+
+    With our format and a `vocabulary`, the file's prompts must equal the vocabulary's.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"prototype file not found: {path}")
+    data = torch.load(path, map_location="cpu", weights_only=True)
+    if isinstance(data, dict) and {"prompts", "embeddings", "vocabulary"} <= set(data):
+        stored = Vocabulary.from_dict(data["vocabulary"], source=f"{path} vocabulary")
+        if list(data["prompts"]) != stored.prompts:
+            raise ValueError(f"{path}: 'prompts' disagree with the stored vocabulary's prompts")
+        if vocabulary is not None and vocabulary.prompts != stored.prompts:
+            raise ValueError(
+                f"{path}: prototypes were made for prompts {stored.prompts}, "
+                f"not the given vocabulary's {vocabulary.prompts}"
+            )
+        return Prototypes(
+            vocabulary=stored, embeddings=data["embeddings"].float(), provider=str(data.get("provider", ""))
+        )
+    embeddings = _single_tensor(data, path)
+    if vocabulary is None:
+        raise ValueError(
+            f"{path}: a bare prototype tensor (authors' layout) needs a vocabulary giving its prompt order"
+        )
+    if embeddings.ndim != 2 or embeddings.shape[0] != len(vocabulary.prompts):
+        raise ValueError(
+            f"{path}: tensor {tuple(embeddings.shape)} does not fit vocabulary {vocabulary.name!r} with "
+            f"{len(vocabulary.prompts)} prompts (expected ({len(vocabulary.prompts)}, C))"
+        )
+    return Prototypes(vocabulary=vocabulary, embeddings=embeddings.float(), provider=f"file:{path.name}")
+
+
+def _single_tensor(data: Any, path: Path) -> torch.Tensor:
+    if isinstance(data, torch.Tensor):
+        return data
+    tensors = [v for v in data.values() if isinstance(v, torch.Tensor)] if isinstance(data, dict) else []
+    if len(tensors) != 1:
+        raise ValueError(f"{path}: expected our prototype dict, a (P, C) tensor or a dict holding one tensor")
+    return tensors[0]

@@ -1,0 +1,123 @@
+"""Predicted Gaussians -> GaussianArray and RViz MarkerArray.
+
+Inputs are numpy arrays of one scene in the header frame (base_link): means (N, 3) m, scales
+(N, 3) standard deviations m, quats (N, 4) w x y z (gausstr_core order; ROS messages get x y z w),
+opacities (N,), labels (N,) class indices into class_names, confidences (N,).
+"""
+
+from __future__ import annotations
+
+import array
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from std_msgs.msg import ColorRGBA, Header
+from visualization_msgs.msg import Marker, MarkerArray
+
+from gausstr_core.palette import class_colors
+from gausstr_ros.msg import GaussianArray
+
+DEFAULT_MAX_MARKERS = 2000
+MARKER_NAMESPACE = "gaussians"
+
+
+def _check(means, scales, quats, opacities, labels, num_classes: int) -> tuple[np.ndarray, ...]:
+    means, scales, quats = (np.asarray(a, dtype=np.float32) for a in (means, scales, quats))
+    opacities, labels = np.asarray(opacities, dtype=np.float32), np.asarray(labels)
+    n = len(opacities)  # N, as in msg/GaussianArray.msg
+    shapes = {"means": (means.shape, (n, 3)), "scales": (scales.shape, (n, 3)), "quats": (quats.shape, (n, 4)),
+              "opacities": (opacities.shape, (n,)), "labels": (labels.shape, (n,))}
+    for name, (got, want) in shapes.items():
+        if got != want:
+            raise ValueError(f"Gaussians: {name} has shape {got}, expected {want} (N = {n} opacities)")
+    if n and (labels.min() < 0 or labels.max() >= num_classes):
+        raise ValueError(f"Gaussians: labels must index {num_classes} class names, got range "
+                         f"[{labels.min()}, {labels.max()}]")
+    return means, scales, quats, opacities, labels.astype(np.int64)
+
+
+def wxyz_to_xyzw(quats: np.ndarray) -> np.ndarray:
+    """(N, 4) w x y z -> (N, 4) x y z w."""
+    return np.asarray(quats)[:, [1, 2, 3, 0]]
+
+
+def gaussian_array_msg(
+    means: np.ndarray,
+    scales: np.ndarray,
+    quats: np.ndarray,
+    opacities: np.ndarray,
+    labels: np.ndarray,
+    confidences: np.ndarray,
+    class_names: Sequence[str],
+    header: Header,
+) -> GaussianArray:
+    """All Gaussians as flat arrays (see msg/GaussianArray.msg)."""
+    means, scales, quats, opacities, labels = _check(means, scales, quats, opacities, labels, len(class_names))
+    confidences = np.asarray(confidences, dtype=np.float32)
+    if confidences.shape != opacities.shape:
+        raise ValueError(f"Gaussians: confidences has shape {confidences.shape}, expected {opacities.shape}")
+    if len(class_names) > 256:
+        raise ValueError(f"GaussianArray labels are uint8: at most 256 classes, got {len(class_names)}")
+
+    def f32(a: np.ndarray) -> array.array:
+        return array.array("f", np.ascontiguousarray(a, dtype="<f4").tobytes())
+
+    return GaussianArray(
+        header=header, means=f32(means), scales=f32(scales), orientations=f32(wxyz_to_xyzw(quats)),
+        opacities=f32(opacities), labels=labels.astype(np.uint8).tobytes(), confidences=f32(confidences),
+        class_names=list(class_names),
+    )
+
+
+@dataclass
+class MarkerPublisherState:
+    """Markers published last frame, so that only ids no longer used get a DELETE."""
+
+    previous_count: int = 0
+
+    def leftover_deletes(self, count: int, header: Header, ns: str = MARKER_NAMESPACE) -> list[Marker]:
+        """DELETE markers for ids count .. previous_count - 1, then remember `count`."""
+        deletes = [Marker(header=header, ns=ns, id=i, action=Marker.DELETE) for i in range(count, self.previous_count)]
+        self.previous_count = count
+        return deletes
+
+
+def gaussian_markers(
+    means: np.ndarray,
+    scales: np.ndarray,
+    quats: np.ndarray,
+    opacities: np.ndarray,
+    labels: np.ndarray,
+    class_names: Sequence[str],
+    header: Header,
+    state: MarkerPublisherState,
+    sigma_k: float = 1.0,
+    max_markers: int = DEFAULT_MAX_MARKERS,
+    ns: str = MARKER_NAMESPACE,
+) -> MarkerArray:
+    """One SPHERE per Gaussian: pose = mean + orientation, scale = 2 x sigma_k x sigma per axis
+    (the sigma_k ellipsoid), class colour, alpha = opacity.
+
+    Beyond `max_markers` the most opaque Gaussians are kept. Ids are 0..n-1 each frame (RViz
+    updates markers in place); ids used last frame and not now get a DELETE (no DELETEALL).
+    """
+    means, scales, quats, opacities, labels = _check(means, scales, quats, opacities, labels, len(class_names))
+    if sigma_k <= 0 or max_markers < 0:
+        raise ValueError(f"gaussian_markers: need sigma_k > 0 and max_markers >= 0, got {sigma_k}, {max_markers}")
+    if len(means) > max_markers:
+        keep = np.sort(np.argsort(-opacities, kind="stable")[:max_markers])
+        means, scales, quats, opacities, labels = means[keep], scales[keep], quats[keep], opacities[keep], labels[keep]
+    rgb = class_colors(class_names).astype(np.float64) / 255.0
+    colours = np.concatenate([rgb[labels], np.clip(opacities, 0, 1)[:, None]], axis=1).tolist()
+    poses = np.concatenate([means, wxyz_to_xyzw(quats)], axis=1).astype(np.float64).tolist()
+    sizes = (2.0 * sigma_k * scales).astype(np.float64).tolist()
+    markers = []
+    for i, (pose, size, colour) in enumerate(zip(poses, sizes, colours)):
+        m = Marker(header=header, ns=ns, id=i, type=Marker.SPHERE, action=Marker.ADD)
+        p, o, s = m.pose.position, m.pose.orientation, m.scale
+        p.x, p.y, p.z, o.x, o.y, o.z, o.w = pose
+        s.x, s.y, s.z = size
+        m.color = ColorRGBA(r=colour[0], g=colour[1], b=colour[2], a=colour[3])
+        markers.append(m)
+    return MarkerArray(markers=markers + state.leftover_deletes(len(markers), header, ns))
