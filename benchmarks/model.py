@@ -7,8 +7,9 @@ Prints measured numbers only. The parameter count of the full Talk2DINO config i
 the count in the authors' key/shape fixture (test/fixtures/gausstr_talk2dino_keys.tsv). Forward
 latency uses precomputed features (6 views x 768 x 36 x 64, the DINOv2 tokens of a 504x896 input)
 on CPU, and on CUDA with bf16 autocast when a GPU is present; "decoder + heads" is the full forward
-minus the neck alone. The deformable attention of the decoder (sample-first evaluation) is timed
-against the textbook per-level loop on the same inputs, in one run, and their ratio printed.
+minus the neck (timed inside the same passes). The decoder's deformable attention (sample-first
+evaluation) is timed against the textbook per-level loop on the same inputs, in one run, and
+their ratio printed.
 """
 
 from __future__ import annotations
@@ -48,19 +49,42 @@ def fixture_parameter_count(variant: str) -> tuple[int, int]:
     return gausstr, backbone
 
 
-def timed(fn: Callable[[], object], repeats: int, device: torch.device) -> list[float]:
-    """Wall times (s) of `repeats` calls after one warm-up call."""
-    fn()
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def timed(fn: Callable[[], object], repeats: int, device: torch.device, warmup: bool = True) -> list[float]:
+    """Wall times (s) of `repeats` calls (after one warm-up call if `warmup`)."""
+    if warmup:
+        fn()
     times = []
     for _ in range(repeats):
-        if device.type == "cuda":
-            torch.cuda.synchronize()
+        sync(device)
         start = time.perf_counter()
         fn()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
+        sync(device)
         times.append(time.perf_counter() - start)
     return times
+
+
+class NeckTimer:
+    """Times the neck inside full forward passes (forward hooks), so one pass gives both numbers."""
+
+    def __init__(self, model: GaussTR, device: torch.device) -> None:
+        self.times: list[float] = []
+        self._start = 0.0
+
+        def before(*_) -> None:
+            sync(device)
+            self._start = time.perf_counter()
+
+        def after(*_) -> None:
+            sync(device)
+            self.times.append(time.perf_counter() - self._start)
+
+        model.neck.register_forward_pre_hook(before)
+        model.neck.register_forward_hook(after)
 
 
 def inputs(cfg, batch: int, device: torch.device) -> dict[str, torch.Tensor]:
@@ -76,20 +100,22 @@ def inputs(cfg, batch: int, device: torch.device) -> dict[str, torch.Tensor]:
     )
 
 
-def bench_forward(cfg, device: torch.device, repeats: int, train_step: bool) -> None:
+def bench_forward(cfg, device: torch.device, repeats: int, warmup: bool, train_step: bool) -> None:
     model = GaussTR(cfg.model).to(device).eval()
+    neck = NeckTimer(model, device)
     x = inputs(cfg, 1, device)
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
     label = f"{device.type}{' bf16 autocast' if device.type == 'cuda' else ''}"
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
     with torch.no_grad(), autocast:
-        full = timed(lambda: model(**x), repeats, device)
-        neck = timed(lambda: model.neck(x["features"].flatten(0, 1)), repeats, device)
-    gaussians = VIEWS * cfg.model.num_queries
-    print(f"[{label}] forward, 1 x {VIEWS} views, {gaussians} Gaussians: median {statistics.median(full) * 1e3:.1f} ms "
-          f"(min {min(full) * 1e3:.1f}, {repeats} runs); neck alone {statistics.median(neck) * 1e3:.1f} ms; "
-          f"decoder + heads {(statistics.median(full) - statistics.median(neck)) * 1e3:.1f} ms")
+        full = timed(lambda: model(**x), repeats, device, warmup)
+    neck_times = neck.times[-repeats:]
+    rest = statistics.median(f - n for f, n in zip(full, neck_times))
+    print(f"[{label}] forward, 1 x {VIEWS} views, {VIEWS * cfg.model.num_queries} Gaussians: "
+          f"median {statistics.median(full) * 1e3:.1f} ms (min {min(full) * 1e3:.1f}, {repeats} runs"
+          f"{'' if warmup else ', no warm-up'}); neck {statistics.median(neck_times) * 1e3:.1f} ms, "
+          f"decoder + heads {rest * 1e3:.1f} ms")
     if device.type == "cuda":
         print(f"[{label}] peak GPU memory (forward): {torch.cuda.max_memory_allocated() / 2**20:.0f} MiB")
     if train_step:
@@ -105,7 +131,8 @@ def bench_forward(cfg, device: torch.device, repeats: int, train_step: bool) -> 
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats()
         times = timed(step, max(1, repeats // 2), device)
-        print(f"[{label}] training forward + backward, batch 2 x {VIEWS} views: median {statistics.median(times) * 1e3:.1f} ms")
+        median = statistics.median(times) * 1e3
+        print(f"[{label}] training forward + backward, batch 2 x {VIEWS} views: median {median:.1f} ms")
         if device.type == "cuda":
             print(f"[{label}] peak GPU memory (training step): {torch.cuda.max_memory_allocated() / 2**20:.0f} MiB")
 
@@ -135,7 +162,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--full", action="store_true", help="more repeats and a batch-2 training step")
     parser.add_argument("--config", default=str(ROOT / "config/gausstr_talk2dino.yaml"))
+    parser.add_argument("--threads", type=int, default=1,
+                        help="CPU threads (default 1: steady numbers on a shared machine; 0 = torch's default)")
     args = parser.parse_args()
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
     start = time.perf_counter()
     torch.manual_seed(0)
     cfg = load_config(args.config)
@@ -148,10 +179,10 @@ def main() -> None:
     for device in devices:
         fast = device.type == "cuda"
         repeats = (20 if fast else 3) if args.full else (10 if fast else 1)
-        bench_forward(cfg, device, repeats, train_step=args.full)
+        bench_forward(cfg, device, repeats, warmup=fast or args.full, train_step=args.full)
         bench_deform_attn(cfg, device, repeats if fast else (5 if args.full else 2))
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(f"peak host memory (process max RSS): {rss:.0f} MiB; total benchmark time {time.perf_counter() - start:.1f} s")
+    print(f"peak host memory (process max RSS): {rss:.0f} MiB; total time {time.perf_counter() - start:.1f} s")
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ Usage: python benchmarks/render.py [--threads 2] [--repeats 3]
 from __future__ import annotations
 
 import argparse
+import math
 import resource
 import time
 
@@ -72,25 +73,27 @@ def brute_force(scene: dict) -> torch.Tensor:
     )
     batch, views, _ = proj.depths.shape
     height, width = scene["image_size"]
-    out = torch.zeros(batch, views, scene["colors"].shape[-1] + 1, height, width)
+    channels = scene["colors"].shape[-1]
+    out = torch.zeros(batch, views, channels + 1, height, width)
     for b in range(batch):
+        opacity, colors = scene["opacities"][b].tolist(), scene["colors"][b].tolist()
         for n in range(views):
             order = [g for g in torch.argsort(proj.depths[b, n]).tolist() if proj.radii[b, n, g].min() > 0]
+            mu, con, z = proj.means2d[b, n].tolist(), proj.conics[b, n].tolist(), proj.depths[b, n].tolist()
             for i in range(height):
                 for j in range(width):
-                    trans = 1.0
+                    trans, acc = 1.0, [0.0] * (channels + 1)
                     for g in order:
-                        du, dv = j + 0.5 - proj.means2d[b, n, g, 0], i + 0.5 - proj.means2d[b, n, g, 1]
-                        a, c2, c = proj.conics[b, n, g]
-                        sigma = 0.5 * (a * du * du + c * dv * dv) + c2 * du * dv
-                        alpha = min(0.999, float(scene["opacities"][b, g] * torch.exp(-sigma)))
-                        if sigma < 0 or alpha < ALPHA_THRESHOLD:
+                        du, dv = j + 0.5 - mu[g][0], i + 0.5 - mu[g][1]
+                        sigma = 0.5 * (con[g][0] * du * du + con[g][2] * dv * dv) + con[g][1] * du * dv
+                        alpha = min(0.999, opacity[g] * math.exp(-sigma))
+                        if alpha < ALPHA_THRESHOLD:
                             continue
                         if trans * (1 - alpha) <= 1e-4:
                             break
-                        feat = torch.cat([scene["colors"][b, g], proj.depths[b, n, g, None]])
-                        out[b, n, :, i, j] += alpha * trans * feat
+                        acc = [a + alpha * trans * f for a, f in zip(acc, colors[g] + [z[g]])]
                         trans *= 1 - alpha
+                    out[b, n, :, i, j] = torch.tensor(acc)
     return out
 
 
@@ -103,6 +106,25 @@ def timed(fn, repeats: int) -> float:
     return best
 
 
+def cpu_timings(scene: dict, repeats: int) -> tuple[float, float, float]:
+    """Best forward (no grad) and forward+backward seconds, and the peak RSS growth in MiB."""
+    leaves = ("means", "scales", "opacities", "colors")
+
+    def forward() -> None:
+        with torch.no_grad():
+            render_gaussians(**scene, backend="torch")
+
+    def forward_backward() -> None:
+        inputs = {**scene, **{k: scene[k].clone().requires_grad_(True) for k in leaves}}
+        out = render_gaussians(**inputs, backend="torch")
+        (out.features.square().mean() + out.depth.mean() + out.alpha.mean()).backward()
+
+    rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    t_fwd = timed(forward, repeats)
+    t_fb = timed(forward_backward, repeats)
+    return t_fwd, t_fb, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 - rss_before
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--threads", type=int, default=2)
@@ -110,55 +132,45 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
-    scene = nuscenes_scene(per_view=300, channels=128, scale=0.125, image_size=(112, 200))
-    inputs = ("means", "scales", "opacities", "colors")
+    scenes = {
+        "6 views 112x200, 1800 Gaussians, 128 channels": nuscenes_scene(300, 128, 0.125, (112, 200)),
+        "6 views 112x200, 768 Gaussians, 32 channels (tiny config)": nuscenes_scene(128, 32, 0.125, (112, 200)),
+    }
+    print(f"CPU, PyTorch path, {args.threads} threads, best of {args.repeats}:")
+    for name, scene in scenes.items():
+        t_fwd, t_fb, rss = cpu_timings(scene, args.repeats)
+        print(f"  {name}: forward {t_fwd * 1e3:.0f} ms, forward+backward {t_fb * 1e3:.0f} ms, "
+              f"peak RSS growth {rss:.0f} MiB")
 
-    def forward() -> None:
-        with torch.no_grad():
-            render_gaussians(**scene, backend="torch")
-
-    def forward_backward() -> None:
-        leaves = {k: scene[k].clone().requires_grad_(True) for k in inputs}
-        out = render_gaussians(**{**scene, **leaves}, backend="torch")
-        (out.features.square().mean() + out.depth.mean() + out.alpha.mean()).backward()
-
-    rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    t_fwd = timed(forward, args.repeats)
-    t_fb = timed(forward_backward, args.repeats)
-    rss_after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(f"CPU torch, {args.threads} threads, 6 views 112x200, 1800 Gaussians, 128 channels:")
-    print(f"  forward            {t_fwd * 1e3:8.1f} ms")
-    print(f"  forward + backward {t_fb * 1e3:8.1f} ms")
-    print(f"  peak RSS {rss_after:.0f} MiB (before rendering {rss_before:.0f} MiB)")
-
-    small = nuscenes_scene(per_view=20, channels=8, scale=0.02, image_size=(18, 32), seed=1)
+    small = nuscenes_scene(per_view=12, channels=8, scale=0.02, image_size=(18, 32), seed=1)
     start = time.perf_counter()
     reference = brute_force(small)
     t_ref = time.perf_counter() - start
     t_small = timed(lambda: render_gaussians(**small, backend="torch"), args.repeats)
     out = render_gaussians(**small, backend="torch")
     ours = torch.cat([out.features, out.depth[:, :, None]], 2)
-    print("small scene (6 views 18x32, 120 Gaussians, 8 channels):")
+    print("small scene (6 views 18x32, 72 Gaussians, 8 channels):")
     print(f"  brute force {t_ref * 1e3:.0f} ms, torch {t_small * 1e3:.1f} ms, ratio {t_ref / t_small:.0f}x, "
           f"max abs diff {(ours - reference).abs().max():.2e}")
 
-    if torch.cuda.is_available():
-        cuda = {k: (v.cuda() if isinstance(v, torch.Tensor) else v) for k, v in scene.items()}
-        ref = render_gaussians(**cuda, backend="torch")
-        fast = render_gaussians(**cuda, backend="gsplat")
-        for name in ("features", "depth", "alpha"):
-            diff = (getattr(fast, name) - getattr(ref, name)).abs().max().item()
-            print(f"CUDA gsplat vs torch: {name} max abs diff {diff:.2e}")
-        for backend in ("torch", "gsplat"):
-            def step(backend: str = backend) -> None:
-                leaves = {k: cuda[k].clone().requires_grad_(True) for k in inputs}
-                o = render_gaussians(**{**cuda, **leaves}, backend=backend)
-                (o.features.square().mean() + o.depth.mean()).backward()
-                torch.cuda.synchronize()
-            step()
-            print(f"CUDA {backend} forward + backward {timed(step, args.repeats) * 1e3:.2f} ms")
-    else:
+    if not torch.cuda.is_available():
         print("CUDA not available: gsplat comparison skipped")
+        return
+    cuda = {k: (v.cuda() if isinstance(v, torch.Tensor) else v) for k, v in scenes[next(iter(scenes))].items()}
+    fast, ref = render_gaussians(**cuda, backend="gsplat"), render_gaussians(**cuda, backend="torch")
+    for name in ("features", "depth", "alpha"):
+        diff = (getattr(fast, name) - getattr(ref, name)).abs().max().item()
+        print(f"CUDA gsplat vs torch: {name} max abs diff {diff:.2e}")
+    leaves = ("means", "scales", "opacities", "colors")
+    for backend in ("torch", "gsplat"):
+        def step(backend: str = backend) -> None:
+            inputs = {**cuda, **{k: cuda[k].clone().requires_grad_(True) for k in leaves}}
+            out = render_gaussians(**inputs, backend=backend)
+            (out.features.square().mean() + out.depth.mean()).backward()
+            torch.cuda.synchronize()
+
+        step()
+        print(f"CUDA {backend}: forward+backward {timed(step, args.repeats) * 1e3:.2f} ms")
 
 
 if __name__ == "__main__":

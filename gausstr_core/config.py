@@ -92,6 +92,9 @@ class InferenceConfig:
 
     vocabulary: str = "config/vocabulary_occ3d.yaml"
     prototypes: str = ""  # optional prototype file; else computed from the vocabulary
+    # text encoder spec (foundation.registry) for vocabularies without a prototype file; empty: the
+    # feature provider's match (synthetic -> synthetic, maskclip -> clip)
+    text_encoder: dict[str, Any] = field(default_factory=dict)
     filter_gaussians: bool = False  # Talk2DINO config: True
     min_opacity: float = 0.6
     min_extent: float = 1.5e-2  # 6 * min sigma^2 (diag of covariance) must exceed this
@@ -100,7 +103,7 @@ class InferenceConfig:
     denoise_temperature: float = 100.0
     deterministic: bool = True
     seed: int = 0
-    chunk_size: int = 256  # Gaussians per voxeliser chunk
+    chunk_size: int = 1 << 22  # voxeliser: (voxel, Gaussian) evaluations per chunk, ~16 bytes each
 
 
 @dataclass

@@ -20,12 +20,13 @@ Algorithm (no Python loop over Gaussians): the grid is cut into tiles of TILE vo
 (tile, Gaussian) pair whose box touches the tile becomes one slot of a work unit (one tile, up to
 `chunk_size / voxels-per-tile` Gaussians). Over a tile the log-weight factorises exactly into
 small tables, log2 w = Txy[x, y] + Tz[z] + u[x, y] * dz[z] (the quadratic form split by axis), so
-the only per-(voxel, Gaussian) work is two fused adds, exp2 and one batched matrix product
-features^T @ weights that sums over the unit's Gaussians. Units are grouped by size (largest
+the only per-(voxel, Gaussian) work is an add, an addcmul, a clamp, exp2 and one batched matrix
+product features^T @ weights that sums over the unit's Gaussians. Units are grouped by size (largest
 first) into chunks of at most `chunk_size` (voxel, Gaussian) evaluations to bound memory.
 Identical code on CPU and CUDA; differentiable w.r.t. means, covariances, opacities and features
-(the box bounds themselves are piecewise constant). On CUDA, index_add_ accumulation of a tile
-split over several units is deterministic only under torch.use_deterministic_algorithms(True).
+(the box bounds themselves are piecewise constant). Unit results are summed into the grid with
+index_put_(accumulate=True): deterministic on CPU; on CUDA only tiles split over several units
+(more than chunk_size / voxels-per-tile Gaussians) need torch.use_deterministic_algorithms(True).
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ import torch
 from gausstr_core.grid import VoxelGrid
 
 TILE = (8, 8, 16)  # voxels per tile along x, y, z (clipped to the grid)
-DEFAULT_CHUNK_SIZE = 1 << 22  # (voxel, Gaussian) evaluations per chunk: ~16 MB per float32 buffer
+DEFAULT_CHUNK_SIZE = 1 << 22  # (voxel, Gaussian) evaluations per chunk: 16 MB per float32 buffer
 DEFAULT_EPS = 1e-6  # m^2 added to every covariance diagonal
 RELATIVE_EPS = 1e-5  # times the mean variance, also added to the diagonal
 FEATURE_EPS = 1e-6  # density floor when normalising features
@@ -110,69 +111,92 @@ def voxelize_gaussians(
     lo, hi = torch.cat([lo, pad]), torch.cat([hi, pad - 1])
     means = torch.cat([means, means.new_zeros(1, 3)])
     precisions = torch.cat([precisions, precisions.new_zeros(1, 3, 3)])
-    weighted = opacities.to(dtype)[:, None] * torch.cat([features.to(dtype), features.new_ones(num, 1, dtype=dtype)], 1)
-    weighted = torch.cat([weighted, weighted.new_zeros(1, channels + 1)])  # (N + 1, C + 1): o f, o
+    ones = features.new_ones(num, 1, dtype=dtype)
+    sources = opacities.to(dtype)[:, None] * torch.cat([features.to(dtype), ones], 1)  # (N, C + 1): o f, o
+    sources = torch.cat([sources, sources.new_zeros(1, channels + 1)])
 
     units = _plan_units(lo[:num], hi[:num], tile, tiles_per_axis, max(1, chunk_size // tile_voxels))
-    num_tiles = math.prod(tiles_per_axis)
-    acc = means.new_zeros(num_tiles, channels + 1, tile_voxels)
-    tile_origin = _tile_origins(tiles_per_axis, tile, device)
-    axes = [torch.arange(t, device=device) for t in tile]
+    padded = tuple(n * t for n, t in zip(tiles_per_axis, tile))
+    density = means.new_zeros(padded)
+    weighted = means.new_zeros(*padded, channels)
+    # Tile-major views (nx, ny, nz, [C,] tz, tx, ty) of the grids: tile-local voxel order is (z, x, y).
+    (nx, ny, nz), (tx, ty, tz) = tiles_per_axis, tile
+    density_tiles = density.view(nx, tx, ny, ty, nz, tz).permute(0, 2, 4, 5, 1, 3)
+    weighted_tiles = weighted.view(nx, tx, ny, ty, nz, tz, channels).permute(0, 2, 4, 6, 5, 1, 3)
+    tile_coords = _tile_coords(tiles_per_axis, device)
     for tiles, slots in _chunks(units, num, chunk_size // tile_voxels):
-        origin = tile_origin[tiles]  # (U, 3) voxel index of each tile's first voxel
-        deltas, inside = [], []
-        for a in range(3):
-            index = origin[:, a, None] + axes[a]  # (U, t_a)
-            centre = grid.min_corner[a] + (index.to(dtype) + 0.5) * grid.size
-            deltas.append(centre[:, None, :] - means[slots, a, None])  # (U, K, t_a)
-            inside.append((index[:, None] >= lo[slots, a, None]) & (index[:, None] <= hi[slots, a, None]))
-        dx, dy, dz = deltas
-        p = precisions[slots]  # (U, K, 3, 3)
-        t_xy = (
-            (p[..., 0, 0, None] * dx * dx)[..., :, None]
-            + (2 * p[..., 0, 1, None] * dx)[..., :, None] * dy[..., None, :]
-            + (p[..., 1, 1, None] * dy * dy)[..., None, :]
-        )
-        t_xy = torch.where(inside[0][..., :, None] & inside[1][..., None, :], t_xy, _MASKED).flatten(-2)
-        u = ((2 * p[..., 0, 2, None] * dx)[..., :, None] + (2 * p[..., 1, 2, None] * dy)[..., None, :]).flatten(-2)
-        t_z = torch.where(inside[2], p[..., 2, 2, None] * dz * dz, _MASKED)
-        # (U, K, tz, tx * ty) log2-weights -> weights, in place (autograd-safe: add, addcmul, clamp, exp2).
-        weights = t_xy[:, :, None, :] + t_z[..., None]
-        weights.addcmul_(dz[..., None], u[:, :, None, :]).clamp_(max=0).exp2_()
-        contrib = torch.bmm(weighted[slots].transpose(1, 2), weights.flatten(2))  # (U, C + 1, tile voxels)
-        acc.index_add_(0, tiles, contrib)
+        coords = tile_coords[tiles]  # (U, 3) tile index along x, y, z
+        weights = _tile_weights(coords, tile, grid, means[slots], precisions[slots], lo[slots], hi[slots])
+        contrib = torch.bmm(sources[slots].transpose(1, 2), weights)  # (U, C + 1, tile voxels)
+        contrib = contrib.view(-1, channels + 1, tz, tx, ty)
+        at = tuple(coords.unbind(-1))
+        weighted_tiles.index_put_(at, contrib[:, :channels], accumulate=True)
+        density_tiles.index_put_(at, contrib[:, channels], accumulate=True)
 
-    density = acc[:, channels:]
-    floor = density.clamp(min=FEATURE_EPS)
+    floor = density.clamp(min=FEATURE_EPS)[..., None]
     # In place when nothing needs gradients: saves a second grid-sized buffer.
-    features = acc[:, :channels] / floor if acc.requires_grad else acc[:, :channels].div_(floor)
-    return _tiles_to_grid(density, tile, dims)[..., 0], _tiles_to_grid(features, tile, dims)
+    features = weighted / floor if weighted.requires_grad else weighted.div_(floor)
+    if padded != dims:
+        crop = tuple(slice(0, d) for d in dims)
+        return density[crop].contiguous(), features[crop].contiguous()
+    return density, features
 
 
-def _tiles_to_grid(values: torch.Tensor, tile: tuple[int, int, int], dims: tuple[int, int, int]) -> torch.Tensor:
-    """(num_tiles, C, tile voxels) in tile-local (z, x, y) order -> (X, Y, Z, C), padding cropped."""
-    tx, ty, tz = tile
-    nx, ny, nz = (-(-d // t) for d, t in zip(dims, tile))
-    channels = values.shape[1]
-    grid = values.view(nx, ny, nz, channels, tz, tx, ty).permute(0, 5, 1, 6, 2, 4, 3)
-    return grid.reshape(nx * tx, ny * ty, nz * tz, channels)[: dims[0], : dims[1], : dims[2]]
+def _tile_weights(
+    coords: torch.Tensor,
+    tile: tuple[int, int, int],
+    grid: VoxelGrid,
+    means: torch.Tensor,
+    precisions: torch.Tensor,
+    lo: torch.Tensor,
+    hi: torch.Tensor,
+) -> torch.Tensor:
+    """exp(-1/2 d^T Sigma^-1 d) of K Gaussians over each of U tiles, 0 outside their boxes.
+
+    coords (U, 3) tile indices; means (U, K, 3); precisions (U, K, 3, 3) scaled so that
+    log2 w = d^T P d; lo, hi (U, K, 3) box voxel indices. Returns (U, K, tile voxels), tile-local
+    voxel order (z, x, y).
+    """
+    deltas, inside = [], []
+    for a in range(3):
+        index = coords[:, a, None] * tile[a] + torch.arange(tile[a], device=coords.device)  # (U, t_a)
+        centre = grid.min_corner[a] + (index.to(means.dtype) + 0.5) * grid.size
+        deltas.append(centre[:, None, :] - means[..., a, None])  # (U, K, t_a)
+        inside.append((index[:, None] >= lo[..., a, None]) & (index[:, None] <= hi[..., a, None]))
+    dx, dy, dz = deltas
+    p = precisions
+    # d^T P d = t_xy[x, y] + t_z[z] + u[x, y] * dz[z]: small tables, then one pass per operation.
+    t_xy = (
+        (p[..., 0, 0, None] * dx * dx)[..., :, None]
+        + (2 * p[..., 0, 1, None] * dx)[..., :, None] * dy[..., None, :]
+        + (p[..., 1, 1, None] * dy * dy)[..., None, :]
+    )
+    t_xy = torch.where(inside[0][..., :, None] & inside[1][..., None, :], t_xy, _MASKED).flatten(-2)
+    u = ((2 * p[..., 0, 2, None] * dx)[..., :, None] + (2 * p[..., 1, 2, None] * dy)[..., None, :]).flatten(-2)
+    t_z = torch.where(inside[2], p[..., 2, 2, None] * dz * dz, _MASKED)
+    # In place is autograd-safe here: add, addcmul, clamp and exp2 keep what their backward needs.
+    weights = t_xy[:, :, None, :] + t_z[..., None]  # (U, K, tz, tx * ty)
+    return weights.addcmul_(dz[..., None], u[:, :, None, :]).clamp_(max=0).exp2_().flatten(2)
 
 
 def _check_gaussians(
     means: torch.Tensor, covariances: torch.Tensor, opacities: torch.Tensor, features: torch.Tensor | None
 ) -> None:
     num = means.shape[0] if means.ndim == 2 else -1
-    shapes = {
-        "means": (means, (num, 3)),
-        "covariances": (covariances, (num, 3, 3)),
-        "opacities": (opacities, (num,)),
-    }
-    if features is not None:
-        shapes["features"] = (features, (num, features.shape[-1] if features.ndim == 2 else -1))
-    for name, (tensor, shape) in shapes.items():
-        if tuple(tensor.shape) != shape or num < 0:
-            expected = "(N, C)" if name == "features" else str(shape).replace(str(num), "N")
-            raise ValueError(f"voxelize: {name} must have shape {expected}, got {tuple(tensor.shape)}")
+    expected = {"means": "(N, 3)", "covariances": "(N, 3, 3)", "opacities": "(N,)", "features": "(N, C)"}
+    tensors = {"means": means, "covariances": covariances, "opacities": opacities, "features": features}
+    for name, tensor in tensors.items():
+        if tensor is None:
+            continue
+        shape = tuple(tensor.shape)
+        valid = {
+            "means": len(shape) == 2 and shape[1:] == (3,),
+            "covariances": shape == (num, 3, 3),
+            "opacities": shape == (num,),
+            "features": len(shape) == 2 and shape[0] == num,
+        }[name]
+        if not valid:
+            raise ValueError(f"voxelize: {name} must have shape {expected[name]} (N = {num} from means), got {shape}")
         if not tensor.is_floating_point():
             raise ValueError(f"voxelize: {name} must be a floating-point tensor, got {tensor.dtype}")
         if tensor.device != means.device:
@@ -191,11 +215,9 @@ def _box_indices(means: torch.Tensor, covariances: torch.Tensor, grid: VoxelGrid
     return lo.long(), hi.long()
 
 
-def _tile_origins(
-    tiles_per_axis: tuple[int, int, int], tile: tuple[int, int, int], device: torch.device
-) -> torch.Tensor:
-    """(num_tiles, 3) first voxel index of every tile, tiles numbered x-major."""
-    ranges = [torch.arange(n, device=device) * t for n, t in zip(tiles_per_axis, tile)]
+def _tile_coords(tiles_per_axis: tuple[int, int, int], device: torch.device) -> torch.Tensor:
+    """(num_tiles, 3) tile index along x, y, z of every tile id (x-major numbering)."""
+    ranges = [torch.arange(n, device=device) for n in tiles_per_axis]
     return torch.stack(torch.meshgrid(*ranges, indexing="ij"), -1).reshape(-1, 3)
 
 

@@ -9,16 +9,16 @@ from __future__ import annotations
 
 import array
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
-from std_msgs.msg import ColorRGBA, Header
+from std_msgs.msg import Header
 from visualization_msgs.msg import Marker, MarkerArray
 
 from gausstr_core.palette import class_colors
 from gausstr_ros.msg import GaussianArray
 
-DEFAULT_MAX_MARKERS = 2000
+DEFAULT_MAX_MARKERS = 500  # rclpy serialises a Marker in ~30 us: 1800 markers cost ~0.7 camera periods
 MARKER_NAMESPACE = "gaussians"
 
 
@@ -72,9 +72,17 @@ def gaussian_array_msg(
 
 @dataclass
 class MarkerPublisherState:
-    """Markers published last frame, so that only ids no longer used get a DELETE."""
+    """Per-publisher marker bookkeeping: the number of markers published last frame (so that
+    only ids no longer used get a DELETE) and a pool of Marker objects reused frame to frame
+    (constructing rclpy Markers dominates the build time)."""
 
     previous_count: int = 0
+    pool: list[Marker] = field(default_factory=list)
+
+    def markers(self, count: int) -> list[Marker]:
+        """`count` pooled markers (ids 0..count-1); valid until the next call."""
+        self.pool.extend(Marker(id=i) for i in range(len(self.pool), count))
+        return self.pool[:count]
 
     def leftover_deletes(self, count: int, header: Header, ns: str = MARKER_NAMESPACE) -> list[Marker]:
         """DELETE markers for ids count .. previous_count - 1, then remember `count`."""
@@ -101,6 +109,7 @@ def gaussian_markers(
 
     Beyond `max_markers` the most opaque Gaussians are kept. Ids are 0..n-1 each frame (RViz
     updates markers in place); ids used last frame and not now get a DELETE (no DELETEALL).
+    The ADD markers are `state`'s pooled objects: publish the result before the next call.
     """
     means, scales, quats, opacities, labels = _check(means, scales, quats, opacities, labels, len(class_names))
     if sigma_k <= 0 or max_markers < 0:
@@ -112,12 +121,11 @@ def gaussian_markers(
     colours = np.concatenate([rgb[labels], np.clip(opacities, 0, 1)[:, None]], axis=1).tolist()
     poses = np.concatenate([means, wxyz_to_xyzw(quats)], axis=1).astype(np.float64).tolist()
     sizes = (2.0 * sigma_k * scales).astype(np.float64).tolist()
-    markers = []
-    for i, (pose, size, colour) in enumerate(zip(poses, sizes, colours)):
-        m = Marker(header=header, ns=ns, id=i, type=Marker.SPHERE, action=Marker.ADD)
-        p, o, s = m.pose.position, m.pose.orientation, m.scale
+    markers = state.markers(len(poses))
+    for m, pose, size, colour in zip(markers, poses, sizes, colours):
+        m.header, m.ns, m.type, m.action = header, ns, Marker.SPHERE, Marker.ADD
+        p, o, s, c = m.pose.position, m.pose.orientation, m.scale, m.color
         p.x, p.y, p.z, o.x, o.y, o.z, o.w = pose
         s.x, s.y, s.z = size
-        m.color = ColorRGBA(r=colour[0], g=colour[1], b=colour[2], a=colour[3])
-        markers.append(m)
+        c.r, c.g, c.b, c.a = colour
     return MarkerArray(markers=markers + state.leftover_deletes(len(markers), header, ns))

@@ -52,10 +52,11 @@ def decode_image_msg(
 ) -> torch.Tensor:
     """Image or CompressedImage -> (3, H, W) uint8 RGB on `device`.
 
-    min_size (H, W): for JPEG on CPU, decode at the coarsest libjpeg scale (1, 1/2, 1/4, 1/8) that
-    still covers it (much faster when the network input is smaller than the image); the result is
-    then smaller than the original and must be resized by the caller. On CUDA, JPEGs are decoded
-    by nvjpeg at full size.
+    min_size (H, W): for JPEG on CPU, decode at the coarsest libjpeg scale (1/2, 1/4, 1/8) that
+    still covers it, when one does: the result is then smaller than the original and must be
+    resized by the caller (six 1600x900 views for a 112x200 input: decode + resize ~4x faster
+    than full decoding, see benchmarks/ros_msgs.py). On CUDA, JPEGs are decoded by nvjpeg at full
+    size.
     """
     if hasattr(msg, "format"):
         return _decode_compressed(msg, min_size, torch.device(device))
@@ -109,7 +110,9 @@ def _decode_compressed(msg: CompressedImage, min_size: tuple[int, int] | None, d
         )
     try:
         if kind == "JPEG" and min_size is not None and device.type == "cpu":
-            return _decode_jpeg_scaled(data, min_size)
+            scaled = _decode_jpeg_scaled(data, min_size)
+            if scaled is not None:
+                return scaled
         encoded = torch.frombuffer(data, dtype=torch.uint8)
         if kind == "JPEG":
             return decode_jpeg(encoded, mode=ImageReadMode.RGB, device=device)
@@ -118,8 +121,13 @@ def _decode_compressed(msg: CompressedImage, min_size: tuple[int, int] | None, d
         raise ImageDecodeError(f"corrupt {kind} in CompressedImage ({len(data)} bytes): {err}") from err
 
 
-def _decode_jpeg_scaled(data: bytearray, min_size: tuple[int, int]) -> torch.Tensor:
+def _decode_jpeg_scaled(data: bytearray, min_size: tuple[int, int]) -> torch.Tensor | None:
+    """libjpeg DCT-domain downscaled decode (PIL draft), or None when no scale <= 1/2 covers min_size
+    (full-size decoding is faster with torchvision)."""
     with PILImage.open(io.BytesIO(data)) as img:
+        width, height = img.size
+        if 2 * int(min_size[0]) > height or 2 * int(min_size[1]) > width:
+            return None
         img.draft("RGB", (int(min_size[1]), int(min_size[0])))
         pixels = np.asarray(img.convert("RGB"))
     return torch.from_numpy(np.ascontiguousarray(pixels.transpose(2, 0, 1)))

@@ -92,15 +92,15 @@ def occupied_points_msg(
     if max_points < 0:
         raise ValueError(f"max_points must be >= 0, got {max_points}")
     flat = np.flatnonzero(labels.ravel() != free_label)
-    size = np.float32(grid.size)
-    lo = np.asarray(grid.min_corner, dtype=np.float32)
-    centres = (np.stack(np.unravel_index(flat, labels.shape), axis=1).astype(np.float32) + 0.5) * size + lo
+    axes = [np.float32(lo) + (np.arange(n, dtype=np.float32) + 0.5) * np.float32(grid.size)
+            for lo, n in zip(grid.min_corner, labels.shape)]
+    x, y, z = (axis[index] for axis, index in zip(axes, np.unravel_index(flat, labels.shape)))
     if len(flat) > max_points:
-        keep = np.sort(np.argpartition((centres**2).sum(axis=1), max_points - 1)[:max_points]) if max_points else []
-        flat, centres = flat[keep], centres[keep]
+        keep = np.sort(np.argpartition(x * x + y * y + z * z, max_points - 1)[:max_points]) if max_points else []
+        flat, x, y, z = flat[keep], x[keep], y[keep], z[keep]
     point_labels = labels.ravel()[flat]
     points = np.empty(len(flat), dtype=POINT_DTYPE)
-    points["x"], points["y"], points["z"] = centres[:, 0], centres[:, 1], centres[:, 2]
+    points["x"], points["y"], points["z"] = x, y, z
     points["rgb"] = packed_rgb(class_colors(class_names))[point_labels]
     points["label"] = point_labels
     return PointCloud2(
@@ -132,7 +132,9 @@ def bev_occupancy_grid(
         raise ValueError(f"z_band must be (z_min, z_max) with z_min <= z_max, got {z_band}")
     z_centres = grid.min_corner[2] + (np.arange(labels.shape[2]) + 0.5) * grid.size
     in_band = (z_centres >= z_min) & (z_centres <= z_max)
-    obstacle = np.isin(labels[:, :, in_band], np.asarray(list(obstacle_labels), dtype=labels.dtype)).any(axis=2)
+    is_obstacle = np.zeros(max(256, int(labels.max(initial=0)) + 1), dtype=bool)
+    is_obstacle[np.asarray(list(obstacle_labels), dtype=np.int64)] = True
+    obstacle = is_obstacle[labels[:, :, in_band]].any(axis=2)
     cells = np.where(obstacle, np.int8(100), np.int8(0))
     if unknown is not None:
         unknown = np.asarray(unknown, dtype=bool)

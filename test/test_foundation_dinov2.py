@@ -73,3 +73,21 @@ def test_hub_id_offline_raises_weights_error(monkeypatch) -> None:
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(WeightsNotFoundError, match="could not be fetched"):
         build_feature_provider({"name": "dinov2", "weights": "timm/no-such-model-offline", "input_size": [28, 28]})
+
+
+def test_meta_checkpoint_layout_loads_the_same(weights, tmp_path) -> None:
+    """Meta's dinov2_vitb14_reg4_pretrain.pth layout: mask_token, register_tokens, pos_embed with a class slot."""
+    state = torch.load(weights, weights_only=True)
+    class_slot = torch.randn(1, 1, state["pos_embed"].shape[-1])
+    meta = {k: v for k, v in state.items() if k not in ("reg_token", "cls_token", "pos_embed")}
+    meta.update(
+        mask_token=torch.zeros(1, state["pos_embed"].shape[-1]),
+        register_tokens=state["reg_token"],
+        cls_token=state["cls_token"] - class_slot,
+        pos_embed=torch.cat([class_slot, state["pos_embed"]], dim=1),
+    )
+    meta_path = tmp_path / "dinov2_tiny_reg4_pretrain.pth"
+    torch.save(meta, meta_path)
+    images = torch.rand(1, 3, 56, 84)
+    expected = build_feature_provider(_spec(weights))(images)
+    torch.testing.assert_close(build_feature_provider(_spec(meta_path))(images), expected, atol=1e-5, rtol=1e-4)

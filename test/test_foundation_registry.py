@@ -43,7 +43,7 @@ def test_synthetic_providers_agree_through_the_registry() -> None:
 
 def test_registry_import_is_light() -> None:
     code = (
-        "import sys; import gausstr_core.foundation.registry; "
+        "import sys; import gausstr_core.foundation; "
         "heavy = [m for m in ('timm', 'open_clip', 'transformers') if m in sys.modules]; print(heavy); "
         "assert not heavy"
     )

@@ -75,7 +75,7 @@ def test_outputs_one_gaussian_set_per_layer_view_major() -> None:
 
 def test_eval_is_deterministic_and_training_draws_new_references() -> None:
     torch.manual_seed(0)
-    cfg = _config()
+    cfg = _config(dropout=0.0)  # so that only the reference points can differ in training mode
     model = GaussTR(cfg).eval()
     inputs = _inputs(cfg)
     with torch.no_grad():
@@ -83,9 +83,11 @@ def test_eval_is_deterministic_and_training_draws_new_references() -> None:
         second = model(**inputs)[-1]
         assert torch.equal(first.means, second.means) and torch.equal(first.features, second.features)
         model.train()
-        model.cfg.dropout = 0.0
         a, b = model(**inputs)[-1], model(**inputs)[-1]
+        refs = model.sample_reference_points(B, N, deterministic=True)
+        c, d = model(**inputs, ref_points=refs)[-1], model(**inputs, ref_points=refs)[-1]
     assert not torch.allclose(a.means, b.means)
+    assert torch.equal(c.means, d.means)  # given reference points: no randomness left
 
 
 def test_eval_without_deterministic_refs_is_stochastic() -> None:

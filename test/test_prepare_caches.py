@@ -96,7 +96,7 @@ def test_feature_caches_match_the_provider(tree, dino_spec, tmp_path) -> None:
         torch.testing.assert_close(torch.from_numpy(cached).float(), expected, atol=2e-2, rtol=1e-2)
 
 
-def test_resume_after_injected_failure(tree, dino_spec, tmp_path, monkeypatch) -> None:
+def test_resume_after_injected_failure(tree, dino_spec, tmp_path, monkeypatch, capsys) -> None:
     cache = tmp_path / "cache"
     real_build = registry.build_feature_provider
     calls = {"count": 0}
@@ -128,8 +128,9 @@ def test_resume_after_injected_failure(tree, dino_spec, tmp_path, monkeypatch) -
     assert len(after) == 3 * CAMERAS
     assert {name: after[name] for name in finished} == finished  # finished files were not rewritten
 
-    with pytest.raises(ValueError, match="input_size"):  # resuming with other settings is refused
+    with pytest.raises(SystemExit):  # resuming with other settings is refused
         main(_args("features", tree, cache, "dino", str(dino_spec), size=("28", "42")))
+    assert "was written with input_size=[56, 84]" in capsys.readouterr().err
 
 
 def test_depth_resume_after_sigkill(tree, tmp_path) -> None:

@@ -67,8 +67,8 @@ def test_clip_prototypes_from_a_local_model(repo_root, tmp_path) -> None:
     torch.testing.assert_close(prototypes.embeddings, expected, atol=1e-5, rtol=1e-4)
 
 
-def test_text_needs_a_provider(repo_root, tmp_path) -> None:
-    with pytest.raises(ValueError, match="needs a 'name'"):
+def test_bad_input_exits_with_a_message(repo_root, tmp_path, capsys) -> None:
+    with pytest.raises(SystemExit) as exit_info:
         main(
             [
                 "text",
@@ -78,3 +78,7 @@ def test_text_needs_a_provider(repo_root, tmp_path) -> None:
                 str(tmp_path / "x.pth"),
             ]
         )
+    assert exit_info.value.code == 2 and "needs a 'name'" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["text", "--vocabulary", str(tmp_path / "absent.yaml"), "--provider", "synthetic", "--out", "x.pth"])
+    assert "vocabulary file not found" in capsys.readouterr().err

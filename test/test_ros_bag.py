@@ -138,7 +138,8 @@ def test_keyframe_bag_round_trips(tree, reader, tmp_path):
         np.testing.assert_allclose(tf.lookup("map", "base_link", stamp), rec.ego2global, atol=1e-6)
 
     meta = yaml.safe_load((tmp_path / "bag" / "metadata.yaml").read_text())["rosbag2_bagfile_information"]
-    qos = {t["topic_metadata"]["name"]: t["topic_metadata"]["offered_qos_profiles"] for t in meta["topics_with_message_count"]}
+    qos = {t["topic_metadata"]["name"]: t["topic_metadata"]["offered_qos_profiles"]
+           for t in meta["topics_with_message_count"]}
     assert "transient_local" in str(qos["/tf_static"]) and "volatile" in str(qos["/tf"])
 
 
@@ -209,8 +210,8 @@ def test_play_to_a_subscriber_in_another_process(reader, tmp_path, ros_domain_id
                              lambda m: got["images"].append((stamp_to_ns(m.header.stamp), bytes(m.data))), reliable)
     node.create_subscription(Clock, "/clock", lambda m: got["clock"].append(stamp_to_ns(m.clock)), reliable)
     player = subprocess.Popen(
-        [sys.executable, "-m", "gausstr_ros.play", str(tmp_path / "bag"), "--rate", "4", "--clock", "--wait", "30", "--delay", "0.5",
-         "--linger", "4"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        [sys.executable, "-m", "gausstr_ros.play", str(tmp_path / "bag"), "--rate", "4", "--clock", "--wait", "30",
+         "--delay", "0.5", "--linger", "4"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         deadline = time.monotonic() + 40
         while len(got["images"]) < len(front) and time.monotonic() < deadline:
@@ -233,3 +234,48 @@ def test_play_to_a_subscriber_in_another_process(reader, tmp_path, ros_domain_id
     clock = got["clock"]
     assert len(clock) > 10 and clock == sorted(clock)
     assert front[0][0] <= clock[-1] and clock[0] <= front[-1][0] + 100_000_000
+
+
+@pytest.mark.ros
+def test_player_rate_loop_and_topic_filter(reader, tmp_path, ros_domain_id):
+    import rclpy
+
+    from gausstr_ros.play import BagPlayer
+
+    frames = camera_frames(reader, [SCENE], keyframes_only=False, limit=4)  # ~0.29 s of data
+    write_bag(tmp_path / "bag", frames, progress=False)
+    span_s = (frames[-1][1].timestamp - frames[0][1].timestamp) * 1e-6
+    rclpy.init()
+    node = rclpy.create_node("player_under_test")
+    try:
+        player = BagPlayer(node, tmp_path / "bag", topics=["/CAM_BACK/image_rect_compressed", "/tf"])
+        start = time.monotonic()
+        player.play(rate=0.5)
+        elapsed = time.monotonic() - start
+        assert 2 * span_s * 0.9 <= elapsed < 2 * span_s + 1.0
+        poses = len({r.timestamp for _, r in frames})
+        assert player.stats.published == {"/CAM_BACK/image_rect_compressed": 4, "/tf": poses}
+        passes = iter(range(1000))
+        player.play(rate=100, loop=True, should_stop=lambda: next(passes) >= 40)
+        assert player.stats.loops >= 1 and player.stats.published["/CAM_BACK/image_rect_compressed"] > 4
+        with pytest.raises(ValueError, match=r"topics \['/nope'\] are not in"):
+            BagPlayer(node, tmp_path / "bag", topics=["/nope"])
+        with pytest.raises(FileNotFoundError, match="not a ROS 2 bag folder"):
+            BagPlayer(node, tmp_path)
+    finally:
+        node.destroy_node()
+        rclpy.shutdown()
+
+
+def test_replay_qos_adapts_to_the_offered_profiles():
+    from rclpy.qos import DurabilityPolicy, ReliabilityPolicy
+
+    from gausstr_ros.qos import OUTPUT_QOS, SENSOR_QOS, TF_STATIC_QOS, from_bag_qos, to_bag_qos
+
+    latched = from_bag_qos([to_bag_qos(TF_STATIC_QOS)])
+    assert latched.durability == DurabilityPolicy.TRANSIENT_LOCAL and latched.depth == 100
+    assert latched.reliability == ReliabilityPolicy.RELIABLE
+    mixed = from_bag_qos([to_bag_qos(OUTPUT_QOS), to_bag_qos(SENSOR_QOS)])
+    assert mixed.reliability == ReliabilityPolicy.BEST_EFFORT and mixed.durability == DurabilityPolicy.VOLATILE
+    assert mixed.depth == 10
+    assert from_bag_qos([]) is OUTPUT_QOS

@@ -6,7 +6,6 @@ from __future__ import annotations
 import ast
 import importlib.util
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -47,8 +46,9 @@ def launch_file(monkeypatch):
 
 def run_launch(module, **arguments: str) -> list:
     """Resolve declared arguments (defaults + `arguments`) and execute the OpaqueFunction."""
-    from launch import LaunchContext
     from launch.actions import DeclareLaunchArgument, OpaqueFunction
+
+    from launch import LaunchContext
 
     entities = module.generate_launch_description().entities
     declared = {e.name: e for e in entities if isinstance(e, DeclareLaunchArgument)}
@@ -158,10 +158,9 @@ rclpy.shutdown()
 """
 
 
-def test_params_file_is_read_by_rcl_with_the_intended_types():
-    env = dict(os.environ, ROS_DOMAIN_ID="71")
-    out = subprocess.run([sys.executable, "-c", PARAM_DUMP, str(PARAMS_FILE)], env=env, capture_output=True,
-                         text=True, timeout=60)
+def test_params_file_is_read_by_rcl_with_the_intended_types(ros_domain_id):
+    out = subprocess.run([sys.executable, "-c", PARAM_DUMP, str(PARAMS_FILE)], capture_output=True, text=True,
+                         timeout=60)
     assert out.returncode == 0, out.stderr
     params = json.loads(out.stdout.strip().splitlines()[-1])
     for builtin in ("use_sim_time", "start_type_description_service"):

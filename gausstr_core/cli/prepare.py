@@ -259,11 +259,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    if args.command == "text":
-        run_text(args)
-    else:
-        run_maps(args)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "text":
+            run_text(args)
+        else:
+            run_maps(args)
+    except (ValueError, FileNotFoundError, KeyError) as err:  # bad input: a message, not a traceback
+        parser.exit(2, f"gausstr-prepare {args.command}: error: {err}\n")
     return 0
 
 

@@ -29,19 +29,20 @@ def rasterize_torch(
     depths: torch.Tensor,
     radii: torch.Tensor,
     image_size: tuple[int, int],
-    tile_size: int = 16,
+    tile_size: int = 8,
     block_elements: int = 1 << 22,
-) -> tuple[torch.Tensor, torch.Tensor]:
+) -> torch.Tensor:
     """Composite I images of G projected Gaussians.
 
     means2d: (I, G, 2) pixels; conics: (I, G, 3); opacities: (I, G); colors: (I, G, D);
     depths: (I, G) sort keys, m; radii: (I, G, 2) int (0 = culled); image_size (H, W).
     block_elements bounds tiles x pixels x Gaussians per padded block (memory vs. loop count).
-    Returns colors (I, D, H, W) = sum_i w_i c_i and alpha (I, H, W) = 1 - final transmittance.
+    Returns (I, D + 1, H, W): channels :D are sum_i w_i c_i, channel D is alpha = sum_i w_i
+    (= 1 - final transmittance).
     """
     num_images, _, channels = colors.shape
     height, width = image_size
-    bins = bin_gaussians(means2d, radii, depths, image_size, tile_size)
+    bins = bin_gaussians(means2d, conics, opacities, radii, depths, image_size, tile_size)
     basis = _tile_pixel_basis(tile_size, means2d)  # (P, 6)
 
     flat = (
@@ -64,8 +65,9 @@ def rasterize_torch(
         by_tile = canvas.permute(0, 2, 4, 1, 3, 5)  # (I, tiles_h, tiles_w, D + 1, s, s) view
         by_tile[tile_ids // per_image, rows, cols] = torch.cat(outputs).unflatten(-1, (tile_size, tile_size))
     image = canvas.reshape(num_images, channels + 1, bins.tiles_h * tile_size, bins.tiles_w * tile_size)
-    image = image[..., :height, :width]
-    return image[:, :channels], image[:, channels]
+    if image.shape[-2:] != (height, width):  # slicing costs a full-size copy in backward
+        image = image[..., :height, :width]
+    return image
 
 
 def _tile_pixel_basis(tile_size: int, like: torch.Tensor) -> torch.Tensor:
@@ -111,10 +113,10 @@ def _composite_block(
 
     tile = bins.tile_ids[tiles] % (bins.tiles_h * bins.tiles_w)
     centre = (torch.stack([tile % bins.tiles_w, tile // bins.tiles_w], -1).to(basis.dtype) + 0.5) * tile_size
-    mu, mv = (means2d[ids] - centre[:, None, :]).unbind(-1)  # (T, K) tile-centred means
-    a, b, c = conics[ids].unbind(-1)
+    mu, mv = (_take(means2d, ids) - centre[:, None, :]).unbind(-1)  # (T, K) tile-centred means
+    a, b, c = _take(conics, ids).unbind(-1)
     lin_u, lin_v = a * mu + b * mv, b * mu + c * mv
-    const = log_opacities[ids] - 0.5 * (mu * lin_u + mv * lin_v)
+    const = _take(log_opacities, ids) - 0.5 * (mu * lin_u + mv * lin_v)
     coef = torch.stack([-0.5 * a, -b, -0.5 * c, lin_u, lin_v, const], 1)  # (T, 6, K)
     empty = coef.new_tensor([0.0, 0, 0, 0, 0, _EMPTY])[:, None]
     coef = torch.where(padded[:, None, :], coef, empty)
@@ -124,4 +126,10 @@ def _composite_block(
     one_minus = 1.0 - alpha
     after = torch.cumprod(one_minus, dim=-1)  # transmittance after each Gaussian
     weights = torch.where(after > MIN_TRANSMITTANCE, alpha * after / one_minus, 0.0)
-    return colors[ids].transpose(1, 2) @ weights.transpose(1, 2)  # (T, D + 1, P); ones -> alpha
+    return _take(colors, ids).transpose(1, 2) @ weights.transpose(1, 2)  # (T, D + 1, P); ones -> alpha
+
+
+def _take(values: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+    """values[ids] for (M, ...) values and (T, K) ids, via index_select (its backward, index_add,
+    is much faster on CPU than advanced indexing's accumulating index_put)."""
+    return values.index_select(0, ids.flatten()).unflatten(0, ids.shape)

@@ -87,7 +87,7 @@ def _render_torch(
         per_view = colors.to(dtype)[:, None].expand(batch, views, num_gaussians, channels)
         splat = torch.cat([per_view, proj.depths[..., None]], dim=-1)  # depth as the last channel
         flat_opacities = opacities.to(dtype)[:, None].expand(batch, views, num_gaussians)
-        rendered, alpha = rasterize_torch(
+        rendered = rasterize_torch(
             proj.means2d.flatten(0, 1),
             proj.conics.flatten(0, 1),
             flat_opacities.flatten(0, 1),
@@ -95,14 +95,9 @@ def _render_torch(
             proj.depths.detach().flatten(0, 1),
             proj.radii.flatten(0, 1),
             image_size,
-        )
-    height, width = image_size
-    rendered = rendered.reshape(batch, views, channels + 1, height, width)
-    return RenderOutput(
-        features=rendered[:, :, :channels],
-        depth=rendered[:, :, channels],
-        alpha=alpha.reshape(batch, views, height, width),
-    )
+        )  # (B * N, D + 2, H, W): features, depth, alpha
+    features, depth, alpha = rendered.unflatten(0, (batch, views)).split([channels, 1, 1], dim=2)
+    return RenderOutput(features=features, depth=depth.squeeze(2), alpha=alpha.squeeze(2))
 
 
 def _check_inputs(

@@ -7,6 +7,8 @@ from dataclasses import dataclass
 
 import torch
 
+from gausstr_core.render.projection import ALPHA_THRESHOLD
+
 
 @dataclass
 class TileBins:
@@ -29,16 +31,20 @@ class TileBins:
 @torch.no_grad()
 def bin_gaussians(
     means2d: torch.Tensor,
+    conics: torch.Tensor,
+    opacities: torch.Tensor,
     radii: torch.Tensor,
     depths: torch.Tensor,
     image_size: tuple[int, int],
     tile_size: int,
 ) -> TileBins:
-    """List the tiles each Gaussian's bounding box touches, like gsplat's `isect_tiles`.
+    """List the tiles each Gaussian can reach with alpha >= 1/255.
 
-    means2d: (I, G, 2) pixels; radii: (I, G, 2) int half sizes (0 = culled); depths: (I, G), m;
-    image_size (H, W). A Gaussian enters tile columns floor((u - r_u) / s) .. ceil((u + r_u) / s)
-    (exclusive), clipped to the image, and likewise for rows.
+    means2d: (I, G, 2) pixels; conics: (I, G, 3); opacities: (I, G); radii: (I, G, 2) int half
+    sizes (0 = culled); depths: (I, G), m; image_size (H, W). Like gsplat's `isect_tiles`, a
+    Gaussian enters tile columns floor((u - r_u) / s) .. ceil((u + r_u) / s) (exclusive), clipped
+    to the image, and likewise for rows; then tiles where opacity x exp(-sigma) stays below 1/255
+    over the rectangle spanned by the tile's pixel centres are dropped (this changes no pixel).
     """
     num_images, num_gaussians = depths.shape
     tiles_h, tiles_w = math.ceil(image_size[0] / tile_size), math.ceil(image_size[1] / tile_size)
@@ -64,6 +70,15 @@ def bin_gaussians(
     image = gaussian_ids // num_gaussians
     tile = (image * tiles_h + row) * tiles_w + col
 
+    max_sigma = torch.log(opacities.detach().reshape(-1)[gaussian_ids] / ALPHA_THRESHOLD)
+    pixel_lo = torch.stack([col, row], -1).to(centre.dtype) * tile_size + 0.5
+    sigma = _min_sigma_over_rectangle(
+        means2d.detach().reshape(-1, 2)[gaussian_ids], conics.detach().reshape(-1, 3)[gaussian_ids],
+        pixel_lo, pixel_lo + (tile_size - 1),
+    )
+    keep = sigma <= max_sigma
+    gaussian_ids, tile = gaussian_ids[keep], tile[keep]
+
     tile, perm = torch.sort(tile, stable=True)  # stable: keeps depth order inside each tile
     tile_ids, tile_counts = torch.unique_consecutive(tile, return_counts=True)
     return TileBins(
@@ -74,3 +89,25 @@ def bin_gaussians(
         tiles_h=tiles_h,
         tiles_w=tiles_w,
     )
+
+
+def _min_sigma_over_rectangle(
+    means2d: torch.Tensor, conics: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor
+) -> torch.Tensor:
+    """min over the rectangle [lo, hi] of sigma = 1/2 d^T conic d, d = x - mean; all (E, ...) -> (E,).
+
+    Zero when the mean is inside; otherwise the convex quadratic is smallest on an edge, where it
+    is a 1D parabola minimised in closed form and clamped to the edge.
+    """
+    a, b, c = conics.unbind(-1)
+    du_lo, du_hi = lo[:, 0] - means2d[:, 0], hi[:, 0] - means2d[:, 0]
+    dv_lo, dv_hi = lo[:, 1] - means2d[:, 1], hi[:, 1] - means2d[:, 1]
+    best = torch.full_like(a, float("inf"))
+    for du in (du_lo, du_hi):  # vertical edges: u fixed, v free
+        dv = torch.minimum(torch.maximum(-b * du / c, dv_lo), dv_hi)
+        best = torch.minimum(best, 0.5 * (a * du * du + c * dv * dv) + b * du * dv)
+    for dv in (dv_lo, dv_hi):  # horizontal edges: v fixed, u free
+        du = torch.minimum(torch.maximum(-b * dv / a, du_lo), du_hi)
+        best = torch.minimum(best, 0.5 * (a * du * du + c * dv * dv) + b * du * dv)
+    inside = (du_lo <= 0) & (du_hi >= 0) & (dv_lo <= 0) & (dv_hi >= 0)
+    return torch.where(inside, torch.zeros_like(best), best)

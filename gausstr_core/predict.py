@@ -1,0 +1,481 @@
+"""The one inference entry point: camera views -> Gaussians -> open-vocabulary semantic occupancy.
+
+    predictor = OccupancyPredictor.from_checkpoint("model.pth", device="cuda")
+    prediction = predictor.predict(Views(images, intrinsics, cam2ego, depths=depths))
+    prediction.labels            # (X, Y, Z) uint8 in the vocabulary's label space
+    prediction.labels_occ3d()    # Occ3D ids through the vocabulary's declared mapping
+
+Stages (`Prediction.timings`, ms): preprocess (resize to `data.input_size` with the dataset's
+ResizeCrop, so a dataset sample and the original images give the same network input), features
+(feature provider, unless given), depth (depth provider, unless given), model (GaussTR in eval
+mode, last decoder layer), voxelize (optional Gaussian filter + voxeliser), semantics (prompt
+probabilities, denoising, synonym merge, labels), total.
+Deterministic by default (`inference.deterministic`): the decoder's reference points come from a
+generator seeded with `inference.seed`, so identical views give identical labels.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+import gausstr_core
+from gausstr_core.config import Config, ModelConfig
+from gausstr_core.data.augment import plan_resize_crop
+from gausstr_core.foundation.base import DepthProvider, FeatureProvider, TextEncoder
+from gausstr_core.foundation.registry import (
+    FEATURE_PROVIDERS,
+    build_depth_provider,
+    build_feature_provider,
+    build_text_encoder,
+)
+from gausstr_core.gaussians import Gaussians
+from gausstr_core.geometry import pixel_to_input_matrix
+from gausstr_core.grid import VoxelGrid
+from gausstr_core.model.checkpoint import build_model_from_checkpoint
+from gausstr_core.semantics import OpenVocabularyHead
+from gausstr_core.vocabulary import Prototypes, Vocabulary, compute_prototypes, load_prototypes
+from gausstr_core.voxelize import filter_gaussians, voxelize_gaussians
+
+STAGES = ("preprocess", "features", "depth", "model", "voxelize", "semantics", "total")
+_SOURCE_ROOT = Path(gausstr_core.__file__).resolve().parents[1]
+
+
+@dataclass
+class Views:
+    """N camera views of one time step.
+
+    images: (N, 3, H, W) RGB, uint8 or float in [0, 1], each covering the full original frame at
+        any resolution (normally the original; a reduced JPEG decode works too), or None when
+        `features` and `depths` are given.
+    intrinsics: (N, 3, 3) K of the optical frame in original pixels (of `image_size`).
+    cam2ego: (N, 4, 4) optical frame -> ego frame.
+    depths: (N, h, w) optical z, m, full frame at any resolution (original, or network input as in
+        the prepared caches and bag depth topics); 0, NaN or inf = no measurement. None: the depth
+        provider runs.
+    features: (N, C, h', w') precomputed full-frame feature maps (e.g. the prepared caches), or
+        None: the feature provider runs.
+    img_aug: (N, 3, 3) original -> network-input pixels, only when images, depths and features are
+        already at network-input size (as GaussTRDataset delivers them); nothing is resized then.
+    image_size: (H, W) of the original images that `intrinsics` refer to; default: the images'
+        size, else config.data.image_size.
+    """
+
+    images: torch.Tensor | None
+    intrinsics: torch.Tensor
+    cam2ego: torch.Tensor
+    depths: torch.Tensor | None = None
+    features: torch.Tensor | None = None
+    img_aug: torch.Tensor | None = None
+    image_size: tuple[int, int] | None = None
+
+
+@dataclass
+class PreparedViews:
+    """Views at network-input size (H, W) on one device.
+
+    images: (N, 3, H, W) float in [0, 1] or None; depths: (N, H, W) m (0 = none) or None;
+    features: (N, C, H // p, W // p) or None; intrinsics (N, 3, 3) original-pixel K;
+    cam2ego (N, 4, 4); img_aug (N, 3, 3) original -> input pixels.
+    """
+
+    images: torch.Tensor | None
+    depths: torch.Tensor | None
+    features: torch.Tensor | None
+    intrinsics: torch.Tensor
+    cam2ego: torch.Tensor
+    img_aug: torch.Tensor
+
+
+@dataclass
+class Prediction:
+    """Result for one time step; tensors live on the predictor's device.
+
+    gaussians: Gaussians with batch dimension B = 1: the G Gaussians that were voxelised (after the
+        optional filter), means (1, G, 3) ego frame, m, covariances (1, G, 3, 3) m^2, quats w x y z.
+    class_probs: (G, K) per-Gaussian class probabilities (prompt softmax, synonyms merged by max).
+    gaussian_labels: (G,) int64 argmax of class_probs.
+    labels: (X, Y, Z) uint8 class index of `vocabulary` (free_label for empty voxels), [x, y, z].
+    confidence: (X, Y, Z) probability of the chosen class.
+    density: (X, Y, Z) voxelised Gaussian density.
+    class_names: the vocabulary's K class names; free_label: index of its free class.
+    timings: ms per stage (STAGES), CUDA-synchronised.
+    """
+
+    gaussians: Gaussians
+    class_probs: torch.Tensor
+    gaussian_labels: torch.Tensor
+    labels: torch.Tensor
+    confidence: torch.Tensor
+    density: torch.Tensor
+    class_names: list[str]
+    free_label: int
+    grid: VoxelGrid
+    vocabulary: Vocabulary
+    timings: dict[str, float]
+
+    def labels_occ3d(self) -> torch.Tensor:
+        """(X, Y, Z) uint8 Occ3D ids via the vocabulary's declared mapping (ValueError if it has none)."""
+        return self.vocabulary.to_occ3d(self.labels)
+
+
+def resolve_resource(path: str | Path, what: str) -> Path:
+    """A vocabulary / prototype file: as given (absolute or relative to the working directory), else
+    relative to the source tree (config paths such as 'config/vocabulary_occ3d.yaml')."""
+    given = Path(path).expanduser()
+    candidates = [given] if given.is_absolute() else [given, _SOURCE_ROOT / given]
+    for candidate in candidates:
+        if candidate.is_file():
+            return candidate
+    raise FileNotFoundError(f"{what} not found: tried {', '.join(str(c) for c in candidates)}")
+
+
+def prepare_views(
+    views: Views, input_size: tuple[int, int], patch_size: int, default_image_size: tuple[int, int],
+    device: torch.device | str = "cpu",
+) -> PreparedViews:
+    """Validate `views` and bring them to the network input (H, W) = input_size on `device`.
+
+    Without img_aug every map is resized with the dataset's ResizeCrop planned from the original
+    size (`views.image_size`, else the images' size, else default_image_size) to input_size.
+    """
+    n = _check_views(views)
+    device = torch.device(device)
+    images = views.images
+    if images is not None:
+        images = images.to(device)
+        images = images.float() / 255 if images.dtype == torch.uint8 else images.float()
+    depths = None
+    if views.depths is not None:
+        depths = torch.nan_to_num(views.depths.to(device).float(), nan=0.0, posinf=0.0, neginf=0.0)
+    features = None if views.features is None else views.features.to(device).float()
+    intrinsics = views.intrinsics.to(device).float()
+    cam2ego = views.cam2ego.to(device).float()
+    height, width = input_size
+    if views.img_aug is not None:
+        img_aug = views.img_aug.to(device).float()
+        expected = {"images": (images, (height, width)), "depths": (depths, (height, width)),
+                    "features": (features, (height // patch_size, width // patch_size))}
+        for name, (tensor, size) in expected.items():
+            if tensor is not None and tuple(tensor.shape[-2:]) != size:
+                raise ValueError(
+                    f"Views.{name} must be at network-input size {size} when img_aug is given, "
+                    f"got {tuple(tensor.shape[-2:])}"
+                )
+    else:
+        source = views.image_size or (tuple(images.shape[-2:]) if images is not None else default_image_size)
+        _check_principal_points(intrinsics, source)
+        resize = plan_resize_crop(tuple(source), tuple(input_size))
+        img_aug = resize.matrix.to(device).expand(n, 3, 3).clone()
+        images = None if images is None else resize.image(images)
+        depths = None if depths is None else resize.depth(depths)
+        features = None if features is None else resize.features(features, patch_size)
+    return PreparedViews(images, depths, features, intrinsics, cam2ego, img_aug)
+
+
+class OccupancyPredictor:
+    """GaussTR + open-vocabulary head behind one `predict(views)` call (the ROS node's only entry).
+
+    feature_provider / depth_provider / text_encoder: objects, registry spec dicts (built on first
+    use, on `device`) or None (then views must carry features / depths, and every vocabulary needs
+    prototypes). vocabulary: Vocabulary or YAML path, None: config.inference.vocabulary (with
+    config.inference.prototypes when set). prototypes: Prototypes or prototype-file path for that
+    vocabulary; None: encoded with the text encoder.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        config: Config,
+        *,
+        device: torch.device | str = "cpu",
+        feature_provider: FeatureProvider | dict[str, Any] | None = None,
+        depth_provider: DepthProvider | dict[str, Any] | None = None,
+        text_encoder: TextEncoder | dict[str, Any] | None = None,
+        vocabulary: Vocabulary | str | Path | None = None,
+        prototypes: Prototypes | str | Path | None = None,
+    ) -> None:
+        self.device = torch.device(device)
+        self.model = model.to(self.device).eval()
+        self.config = config
+        self.grid = config.grid.build()
+        self._feature_provider = _LazyProvider(
+            "feature provider", feature_provider, build_feature_provider, self.device,
+            lambda p: _check_feature_provider(p, config.model),
+        )
+        self._depth_provider = _LazyProvider("depth provider", depth_provider, build_depth_provider, self.device)
+        self._text_encoder = _LazyProvider("text encoder", text_encoder, build_text_encoder, self.device)
+        if vocabulary is None:
+            vocabulary = config.inference.vocabulary
+            prototypes = prototypes or config.inference.prototypes or None
+        self.set_vocabulary(vocabulary, prototypes)
+
+    @classmethod
+    def from_checkpoint(
+        cls,
+        path: str | Path,
+        device: torch.device | str = "cpu",
+        *,
+        config: Config | None = None,
+        vocabulary: Vocabulary | str | Path | None = None,
+        prototypes: Prototypes | str | Path | None = None,
+        feature_provider: FeatureProvider | dict[str, Any] | None = None,
+        depth_provider: DepthProvider | dict[str, Any] | None = None,
+        text_encoder: TextEncoder | dict[str, Any] | None = None,
+    ) -> OccupancyPredictor:
+        """Predictor for a `save_checkpoint` file.
+
+        config: replaces the checkpoint's data, grid, inference and train sections (the model
+        section always comes from the checkpoint). Providers default to the config:
+        data.feature_provider (or {'name': data.feature_kind} when that names a registry provider),
+        data.depth_provider, inference.text_encoder (or the feature provider's match).
+        """
+        model, saved = build_model_from_checkpoint(path, device)
+        config = saved if config is None else dataclasses.replace(config, model=saved.model)
+        if feature_provider is None:
+            feature_provider = default_feature_spec(config)
+        if depth_provider is None:
+            depth_provider = dict(config.data.depth_provider) or None
+        if text_encoder is None:
+            text_encoder = dict(config.inference.text_encoder) or matching_text_encoder_spec(feature_provider)
+        return cls(
+            model, config, device=device, feature_provider=feature_provider, depth_provider=depth_provider,
+            text_encoder=text_encoder, vocabulary=vocabulary, prototypes=prototypes,
+        )
+
+    @property
+    def vocabulary(self) -> Vocabulary:
+        return self._semantics[0]
+
+    @property
+    def head(self) -> OpenVocabularyHead:
+        return self._semantics[1]
+
+    def set_vocabulary(
+        self, vocabulary: Vocabulary | str | Path, prototypes: Prototypes | str | Path | None = None
+    ) -> None:
+        """Swap the vocabulary at run time (no model reload). prototypes: as in the constructor."""
+        if not isinstance(vocabulary, Vocabulary):
+            vocabulary = Vocabulary.load(resolve_resource(vocabulary, "vocabulary file"))
+        if prototypes is None:
+            encoder = self._text_encoder.get()
+            if encoder is None:
+                raise ValueError(
+                    f"vocabulary {vocabulary.name!r} needs prototypes: give a prototype file (gausstr-prepare "
+                    "text; inference.prototypes) or a text encoder (inference.text_encoder)"
+                )
+            prototypes = compute_prototypes(vocabulary, encoder, type(encoder).__name__)
+        elif not isinstance(prototypes, Prototypes):
+            prototypes = load_prototypes(resolve_resource(prototypes, "prototype file"), vocabulary)
+        if prototypes.prompts != vocabulary.prompts:
+            raise ValueError(
+                f"prototypes are for prompts {prototypes.prompts}, not vocabulary {vocabulary.name!r}'s "
+                f"{vocabulary.prompts}"
+            )
+        dim = prototypes.embeddings.shape[1]
+        if dim != self.config.model.feature_dim:
+            raise ValueError(
+                f"prototypes have {dim} dims but the model's Gaussian features have {self.config.model.feature_dim}"
+            )
+        head = OpenVocabularyHead.from_vocabulary(
+            vocabulary, prototypes.embeddings.to(self.device), self.config.inference
+        )
+        self._semantics = (vocabulary, head)  # one assignment: a concurrent predict sees old or new, never a mix
+
+    def prepare(self, views: Views) -> PreparedViews:
+        """The preprocess stage alone (see prepare_views)."""
+        data = self.config.data
+        return prepare_views(views, data.input_size, self.config.model.patch_size, data.image_size, self.device)
+
+    @torch.inference_mode()
+    def predict(self, views: Views) -> Prediction:
+        """Views of one time step -> Prediction (see the module docstring for the stages)."""
+        vocabulary, head = self._semantics
+        timings = dict.fromkeys(STAGES, 0.0)
+        with self._timed(timings, "total"):
+            with self._timed(timings, "preprocess"):
+                inputs = self.prepare(views)
+            features, depths = inputs.features, inputs.depths
+            if features is None:
+                with self._timed(timings, "features"):
+                    features = self._run_feature_provider(inputs.images)
+            if depths is None:
+                with self._timed(timings, "depth"):
+                    depths = self._run_depth_provider(inputs)
+            with self._timed(timings, "model"):
+                gaussians = self.model(
+                    features[None], depths[None], inputs.intrinsics[None], inputs.cam2ego[None], inputs.img_aug[None],
+                    ref_points=self._reference_points(features.shape[0]),
+                )[-1]
+            with self._timed(timings, "voxelize"):
+                gaussians = self._filter(gaussians)
+            with self._timed(timings, "semantics"):
+                prompt_probs = head.prompt_probabilities(gaussians.features[0])
+            with self._timed(timings, "voxelize"):
+                density, voxel_probs = voxelize_gaussians(
+                    gaussians.means[0], gaussians.covariances[0], gaussians.opacities[0], prompt_probs, self.grid,
+                    chunk_size=self.config.inference.chunk_size,
+                )
+            with self._timed(timings, "semantics"):
+                labels, confidence = head.classify_voxels(density, voxel_probs)
+                class_probs = head.merge_synonyms(prompt_probs)
+        return Prediction(
+            gaussians=gaussians, class_probs=class_probs, gaussian_labels=class_probs.argmax(-1), labels=labels,
+            confidence=confidence, density=density, class_names=vocabulary.class_names,
+            free_label=vocabulary.free_label, grid=self.grid, vocabulary=vocabulary, timings=timings,
+        )
+
+    def _run_feature_provider(self, images: torch.Tensor) -> torch.Tensor:
+        provider = self._feature_provider.get()
+        if provider is None:
+            raise ValueError("Views.features are missing and no feature provider is configured (data.feature_provider)")
+        features = provider(images)
+        model = self.config.model
+        expected = (images.shape[0], model.feature_dim, images.shape[-2] // model.patch_size,
+                    images.shape[-1] // model.patch_size)
+        if tuple(features.shape) != expected:
+            raise ValueError(f"feature provider returned {tuple(features.shape)}, the model needs {expected}")
+        return features.to(self.device).float()
+
+    def _run_depth_provider(self, inputs: PreparedViews) -> torch.Tensor:
+        provider = self._depth_provider.get()
+        if provider is None:
+            raise ValueError("Views.depths are missing and no depth provider is configured (data.depth_provider)")
+        if inputs.images is None:
+            raise ValueError("Views need images for the depth provider (or give depths)")
+        depths = provider(inputs.images, pixel_to_input_matrix(inputs.intrinsics, inputs.img_aug))
+        if tuple(depths.shape) != (inputs.images.shape[0], *inputs.images.shape[-2:]):
+            raise ValueError(f"depth provider returned {tuple(depths.shape)}, expected (N, H, W) at the input size")
+        return torch.nan_to_num(depths.to(self.device).float(), nan=0.0, posinf=0.0, neginf=0.0)
+
+    def _reference_points(self, views: int) -> torch.Tensor:
+        inference = self.config.inference
+        generator = torch.Generator().manual_seed(inference.seed) if inference.deterministic else None
+        return self.model.sample_reference_points(
+            1, views, generator=generator, deterministic=inference.deterministic, device=self.device
+        )
+
+    def _filter(self, gaussians: Gaussians) -> Gaussians:
+        inference = self.config.inference
+        if not inference.filter_gaussians:
+            return gaussians
+        keep = filter_gaussians(
+            gaussians.means[0], gaussians.covariances[0], gaussians.opacities[0], self.grid,
+            inference.min_opacity, inference.min_extent,
+        )
+        return Gaussians(**{f.name: getattr(gaussians, f.name)[:, keep] for f in dataclasses.fields(gaussians)})
+
+    @contextmanager
+    def _timed(self, timings: dict[str, float], stage: str) -> Iterator[None]:
+        """Adds the stage's wall time (ms) to timings[stage], synchronising CUDA on both ends."""
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        start = time.perf_counter()
+        yield
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        timings[stage] += (time.perf_counter() - start) * 1e3
+
+
+def default_feature_spec(config: Config) -> dict[str, Any] | None:
+    """data.feature_provider, else {'name': data.feature_kind} when that names a registry provider, else None."""
+    if config.data.feature_provider:
+        return dict(config.data.feature_provider)
+    if config.data.feature_kind in FEATURE_PROVIDERS:
+        return {"name": config.data.feature_kind}
+    return None
+
+
+def matching_text_encoder_spec(feature_provider: FeatureProvider | dict[str, Any] | None) -> dict[str, Any] | None:
+    """Text encoder spec whose embeddings live in the feature provider's space, where one is implied:
+    synthetic -> synthetic (same feature_dim and seed), maskclip -> clip (same model and weights)."""
+    from gausstr_core.foundation.synthetic import SyntheticFeatureProvider
+
+    if isinstance(feature_provider, SyntheticFeatureProvider):
+        return {"name": "synthetic", "feature_dim": feature_provider.feature_dim, "seed": feature_provider.seed}
+    if not isinstance(feature_provider, dict):
+        return None
+    keys = {"synthetic": ("feature_dim", "seed"), "maskclip": ("model", "weights")}
+    target = {"synthetic": "synthetic", "maskclip": "clip"}.get(feature_provider.get("name"))
+    if target is None:
+        return None
+    return {"name": target, **{k: feature_provider[k] for k in keys[feature_provider["name"]] if k in feature_provider}}
+
+
+class _LazyProvider:
+    """A provider object, or a registry spec built (once) on first use: heavy models load only if needed."""
+
+    def __init__(
+        self, kind: str, value: Any, build: Callable[..., Any], device: torch.device,
+        check: Callable[[Any], None] | None = None,
+    ) -> None:
+        self.kind, self.build, self.device, self.check = kind, build, device, check
+        self.spec = value if isinstance(value, dict) else None
+        self.value = None if isinstance(value, dict) else value
+        if self.value is not None and self.check is not None:
+            self.check(self.value)
+
+    def get(self) -> Any:
+        if self.value is None and self.spec:
+            value = self.build(self.spec, device=str(self.device))
+            if self.check is not None:
+                self.check(value)
+            self.value = value
+        return self.value
+
+
+def _check_feature_provider(provider: FeatureProvider, model: ModelConfig) -> None:
+    got = (getattr(provider, "feature_dim", None), getattr(provider, "patch_size", None))
+    if got != (model.feature_dim, model.patch_size):
+        raise ValueError(
+            f"feature provider gives feature_dim {got[0]} and patch_size {got[1]}; the model needs "
+            f"{model.feature_dim} and {model.patch_size}"
+        )
+
+
+def _check_views(views: Views) -> int:
+    """Shape checks with errors naming the field; returns the number of views N."""
+    if not isinstance(views, Views):
+        raise TypeError(f"predict needs a Views, got {type(views).__name__}")
+    if views.intrinsics.ndim != 3 or views.intrinsics.shape[1:] != (3, 3):
+        raise ValueError(f"Views.intrinsics must be (N, 3, 3), got {tuple(views.intrinsics.shape)}")
+    n = views.intrinsics.shape[0]
+    if n < 1:
+        raise ValueError("Views hold no camera")
+    shapes = {
+        "cam2ego": (views.cam2ego, 3, (n, 4, 4)),
+        "img_aug": (views.img_aug, 3, (n, 3, 3)),
+        "images": (views.images, 4, (n, 3)),
+        "depths": (views.depths, 3, (n,)),
+        "features": (views.features, 4, (n,)),
+    }
+    for name, (tensor, ndim, lead) in shapes.items():
+        if tensor is not None and (tensor.ndim != ndim or tuple(tensor.shape[: len(lead)]) != lead):
+            want = ", ".join([str(s) for s in lead] + ["*"] * (ndim - len(lead)))
+            raise ValueError(f"Views.{name} must have shape ({want}), got {tuple(tensor.shape)}")
+    if views.images is None and views.features is None:
+        raise ValueError("Views need images or precomputed features")
+    if views.images is not None and views.images.dtype != torch.uint8 and not views.images.is_floating_point():
+        raise ValueError(f"Views.images must be uint8 or float in [0, 1], got {views.images.dtype}")
+    if views.image_size is not None and (len(views.image_size) != 2 or min(views.image_size) <= 0):
+        raise ValueError(f"Views.image_size must be (H, W) > 0, got {views.image_size!r}")
+    return n
+
+
+def _check_principal_points(intrinsics: torch.Tensor, image_size: tuple[int, int]) -> None:
+    """The principal points must lie inside the original image: catches intrinsics for another size."""
+    height, width = image_size
+    cx, cy = intrinsics[:, 0, 2], intrinsics[:, 1, 2]
+    if bool(((cx <= 0) | (cx >= width) | (cy <= 0) | (cy >= height)).any()):
+        raise ValueError(
+            f"Views.intrinsics principal points {torch.stack([cx, cy], -1).tolist()} lie outside the original "
+            f"image {width}x{height}; set Views.image_size to the size the intrinsics refer to"
+        )

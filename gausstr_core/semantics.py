@@ -1,0 +1,178 @@
+"""Open-vocabulary semantics: Gaussian features -> prompt probabilities -> voxel class labels.
+
+The authors' inference order (REFERENCE.md section 1 "Inference"), reproduced exactly:
+1. Per Gaussian: logits = features @ prototypes^T (raw, neither side normalised), then softmax over
+   the P prompts -> p_g (N, P).
+2. Voxelise with the p_g as features: q(v) = density-weighted mean of p_g (voxelize_gaussians).
+3. Softmax over prompts again: probs(v) = softmax(q(v)). Prompt denoising: a prompt whose maximum
+   over every voxel of the grid (empty ones included) of softmax(temperature * q) is below
+   denoise_threshold gets probability 0 in every voxel (denoise_threshold <= 0: off).
+4. Merge synonyms: a class's probability is the max over its prompts.
+5. label = argmax over classes; voxels with density <= density_threshold get the free label.
+Labels index the active vocabulary's classes (uint8); Occ3D ids come only through the
+vocabulary's own mapping (Vocabulary.to_occ3d).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import torch
+
+from gausstr_core.grid import VoxelGrid
+from gausstr_core.voxelize import DEFAULT_CHUNK_SIZE, voxelize_gaussians
+
+if TYPE_CHECKING:
+    from gausstr_core.config import InferenceConfig
+    from gausstr_core.vocabulary import Vocabulary
+
+
+@dataclass
+class SemanticOccupancy:
+    """Result of OpenVocabularyHead.__call__ for one scene.
+
+    labels: (X, Y, Z) uint8 class index of the active vocabulary (free label for empty voxels).
+    confidence: (X, Y, Z) merged probability of the chosen class (for voxels made free by the
+        density threshold: the free class's probability).
+    density: (X, Y, Z) voxelised Gaussian density.
+    gaussian_probabilities: (N, K) per-Gaussian class probabilities (prompt softmax, synonyms
+        merged by max).
+    """
+
+    labels: torch.Tensor
+    confidence: torch.Tensor
+    density: torch.Tensor
+    gaussian_probabilities: torch.Tensor
+
+
+class OpenVocabularyHead:
+    """Text prototypes + thresholds; no network weights, so the vocabulary can be swapped any time.
+
+    prototypes: (P, C) prompt embeddings in the Gaussian feature space.
+    prompt_to_class: (P,) int64 class index of each prompt (synonyms share a class).
+    num_classes: K (<= 256, labels are uint8); free_label: the class meaning "empty".
+    """
+
+    def __init__(
+        self,
+        prototypes: torch.Tensor,
+        prompt_to_class: torch.Tensor,
+        num_classes: int,
+        free_label: int,
+        density_threshold: float = 4e-2,
+        denoise_threshold: float = 0.1,
+        denoise_temperature: float = 100.0,
+    ) -> None:
+        self.density_threshold = density_threshold
+        self.denoise_threshold = denoise_threshold
+        self.denoise_temperature = denoise_temperature
+        self.set_vocabulary(prototypes, prompt_to_class, num_classes, free_label)
+
+    @classmethod
+    def from_vocabulary(
+        cls, vocabulary: Vocabulary, prototypes: torch.Tensor, config: InferenceConfig | None = None
+    ) -> OpenVocabularyHead:
+        """Head for a Vocabulary whose prompts are the rows of prototypes (P, C); thresholds from config."""
+        thresholds = {}
+        if config is not None:
+            thresholds = dict(
+                density_threshold=config.density_threshold,
+                denoise_threshold=config.denoise_threshold,
+                denoise_temperature=config.denoise_temperature,
+            )
+        num_classes = len(vocabulary.class_names)
+        return cls(prototypes, vocabulary.prompt_to_class, num_classes, vocabulary.free_label, **thresholds)
+
+    def set_vocabulary(
+        self, prototypes: torch.Tensor, prompt_to_class: torch.Tensor, num_classes: int, free_label: int
+    ) -> None:
+        """Replace the prototypes and class structure (same meaning as the constructor arguments)."""
+        if prototypes.ndim != 2 or not prototypes.is_floating_point():
+            raise ValueError(
+                f"prototypes must be a (P, C) float tensor, got {tuple(prototypes.shape)} {prototypes.dtype}"
+            )
+        if prompt_to_class.shape != (prototypes.shape[0],) or prompt_to_class.is_floating_point():
+            raise ValueError(
+                f"prompt_to_class must be ({prototypes.shape[0]},) integers (one class per prompt), "
+                f"got {tuple(prompt_to_class.shape)} {prompt_to_class.dtype}"
+            )
+        if not 1 <= num_classes <= 256:
+            raise ValueError(f"num_classes must be in 1..256 (labels are uint8), got {num_classes}")
+        if not 0 <= free_label < num_classes:
+            raise ValueError(f"free_label {free_label} is not a class index in 0..{num_classes - 1}")
+        prompt_to_class = prompt_to_class.long()
+        if prompt_to_class.numel() and (int(prompt_to_class.min()) < 0 or int(prompt_to_class.max()) >= num_classes):
+            raise ValueError(f"prompt_to_class values must be in 0..{num_classes - 1}, got {prompt_to_class.tolist()}")
+        missing = sorted(set(range(num_classes)) - set(prompt_to_class.tolist()))
+        if missing:
+            raise ValueError(f"classes {missing} have no prompt")
+        self.prototypes = prototypes
+        self.prompt_to_class = prompt_to_class
+        self.num_classes = num_classes
+        self.free_label = free_label
+
+    def prompt_probabilities(self, features: torch.Tensor) -> torch.Tensor:
+        """Gaussian features (N, C) -> softmax over prompts of features @ prototypes^T, (N, P)."""
+        if features.ndim != 2 or features.shape[1] != self.prototypes.shape[1]:
+            raise ValueError(
+                f"features must be (N, {self.prototypes.shape[1]}) to match the prototypes, got {tuple(features.shape)}"
+            )
+        return (features @ self.prototypes.to(features).T).softmax(-1)
+
+    def merge_synonyms(self, prompt_probs: torch.Tensor) -> torch.Tensor:
+        """(..., P) prompt probabilities -> (..., K) class probabilities, max over each class's prompts."""
+        index = self.prompt_to_class.to(prompt_probs.device).expand_as(prompt_probs)
+        merged = prompt_probs.new_zeros(*prompt_probs.shape[:-1], self.num_classes)
+        return merged.scatter_reduce(-1, index, prompt_probs, reduce="amax", include_self=True)
+
+    def voxel_probabilities(self, voxel_prompt_probs: torch.Tensor) -> torch.Tensor:
+        """Step 3: (X, Y, Z, P) voxelised prompt probabilities q -> softmax(q), denoised prompts zeroed."""
+        probs = voxel_prompt_probs.softmax(-1)
+        if self.denoise_threshold <= 0:
+            return probs
+        sharp = (voxel_prompt_probs * self.denoise_temperature).softmax(-1)
+        scene_max = sharp.reshape(-1, sharp.shape[-1]).amax(0)  # (P,) over every voxel of the grid
+        return probs * (scene_max >= self.denoise_threshold).to(probs)
+
+    def classify_voxels(
+        self, density: torch.Tensor, voxel_prompt_probs: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Steps 3-5: density (X, Y, Z), q (X, Y, Z, P) -> labels (X, Y, Z) uint8, confidence (X, Y, Z)."""
+        if voxel_prompt_probs.shape != (*density.shape, self.prototypes.shape[0]):
+            raise ValueError(
+                f"voxel prompt probabilities {tuple(voxel_prompt_probs.shape)} do not match density "
+                f"{tuple(density.shape)} and {self.prototypes.shape[0]} prompts"
+            )
+        merged = self.merge_synonyms(self.voxel_probabilities(voxel_prompt_probs))
+        labels = merged.argmax(-1, keepdim=True)
+        confidence = merged.gather(-1, labels)[..., 0]
+        free = density <= self.density_threshold
+        labels = torch.where(free, self.free_label, labels[..., 0]).to(torch.uint8)
+        return labels, torch.where(free, merged[..., self.free_label], confidence)
+
+    def __call__(
+        self,
+        means: torch.Tensor,
+        covariances: torch.Tensor,
+        opacities: torch.Tensor,
+        features: torch.Tensor,
+        grid: VoxelGrid,
+        chunk_size: int = DEFAULT_CHUNK_SIZE,
+    ) -> SemanticOccupancy:
+        """Label a grid from one scene's Gaussians.
+
+        means (N, 3) ego frame, m; covariances (N, 3, 3) m^2; opacities (N,); features (N, C).
+        Filtering (voxelize.filter_gaussians) is the caller's explicit step.
+        """
+        prompt_probs = self.prompt_probabilities(features)
+        density, voxel_prompt_probs = voxelize_gaussians(
+            means, covariances, opacities, prompt_probs, grid, chunk_size=chunk_size
+        )
+        labels, confidence = self.classify_voxels(density, voxel_prompt_probs)
+        return SemanticOccupancy(
+            labels=labels,
+            confidence=confidence,
+            density=density,
+            gaussian_probabilities=self.merge_synonyms(prompt_probs),
+        )
