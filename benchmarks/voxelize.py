@@ -9,8 +9,8 @@ covariance regularisation as the voxeliser so the results must agree:
     (1x3) @ (3x3) @ (3x1) Mahalanobis product, the way the authors' voxeliser loops;
   - "tight loop": the same loop with the quadratic form as one vectorised einsum per box.
 Prints times (median of repeats), max |difference| relative to the peak density, peak memory of
-the voxeliser (resident-set high-water mark in a fresh subprocess: VmHWM after resetting it through
-/proc/self/clear_refs, minus VmRSS before the call), CUDA time when a GPU is present, and the
+the voxeliser (resident-set high-water mark of its first call in a fresh subprocess: VmHWM after
+resetting it through /proc/self/clear_refs, minus VmRSS before the call), CUDA time when a GPU is present, and the
 speed ratios last.
 
 Usage: python benchmarks/voxelize.py [--threads 2] [--repeats 5] [--skip-upstream]
@@ -117,8 +117,7 @@ def status(key):
     for line in open("/proc/self/status"):
         if line.startswith(key):
             return int(line.split()[1]) * 1024
-with torch.no_grad():
-    voxelize_gaussians(*scene, grid)  # warm-up: one-off allocations of the library itself
+with torch.no_grad():  # first call, no warm-up: an upper bound (includes one-off allocations)
     before = status("VmRSS:")
     try:
         open("/proc/self/clear_refs", "w").write("5")

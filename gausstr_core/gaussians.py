@@ -26,12 +26,12 @@ class Gaussians:
     opacities: torch.Tensor
     features: torch.Tensor
 
-    def __getitem__(self, index: int | slice) -> "Gaussians":
+    def __getitem__(self, index: int | slice) -> Gaussians:
         """Select along the batch dimension (keeps it for a slice, drops it for an int)."""
         return Gaussians(**{f.name: getattr(self, f.name)[index] for f in fields(self)})
 
-    def to(self, *args, **kwargs) -> "Gaussians":
+    def to(self, *args, **kwargs) -> Gaussians:
         return Gaussians(**{f.name: getattr(self, f.name).to(*args, **kwargs) for f in fields(self)})
 
-    def detach(self) -> "Gaussians":
+    def detach(self) -> Gaussians:
         return Gaussians(**{f.name: getattr(self, f.name).detach() for f in fields(self)})

@@ -15,9 +15,15 @@ def quat_to_rotmat(quats: torch.Tensor) -> torch.Tensor:
     """(..., 4) w x y z (normalised here) -> (..., 3, 3) rotation matrices."""
     w, x, y, z = torch.unbind(quats / quats.norm(dim=-1, keepdim=True), dim=-1)
     rows = [
-        1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y),
-        2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x),
-        2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y),
+        1 - 2 * (y * y + z * z),
+        2 * (x * y - w * z),
+        2 * (x * z + w * y),
+        2 * (x * y + w * z),
+        1 - 2 * (x * x + z * z),
+        2 * (y * z - w * x),
+        2 * (x * z - w * y),
+        2 * (y * z + w * x),
+        1 - 2 * (x * x + y * y),
     ]
     return torch.stack(rows, dim=-1).reshape(*quats.shape[:-1], 3, 3)
 
@@ -29,14 +35,42 @@ def rotmat_to_quat(rotmats: torch.Tensor) -> torch.Tensor:
     # Four candidate solutions; pick the numerically largest denominator per element.
     cands = torch.stack(
         [
-            torch.stack([1 + trace, m[..., 2, 1] - m[..., 1, 2], m[..., 0, 2] - m[..., 2, 0], m[..., 1, 0] - m[..., 0, 1]], -1),
-            torch.stack([m[..., 2, 1] - m[..., 1, 2], 1 + 2 * m[..., 0, 0] - trace, m[..., 0, 1] + m[..., 1, 0], m[..., 0, 2] + m[..., 2, 0]], -1),
-            torch.stack([m[..., 0, 2] - m[..., 2, 0], m[..., 0, 1] + m[..., 1, 0], 1 + 2 * m[..., 1, 1] - trace, m[..., 1, 2] + m[..., 2, 1]], -1),
-            torch.stack([m[..., 1, 0] - m[..., 0, 1], m[..., 0, 2] + m[..., 2, 0], m[..., 1, 2] + m[..., 2, 1], 1 + 2 * m[..., 2, 2] - trace], -1),
+            torch.stack(
+                [1 + trace, m[..., 2, 1] - m[..., 1, 2], m[..., 0, 2] - m[..., 2, 0], m[..., 1, 0] - m[..., 0, 1]], -1
+            ),
+            torch.stack(
+                [
+                    m[..., 2, 1] - m[..., 1, 2],
+                    1 + 2 * m[..., 0, 0] - trace,
+                    m[..., 0, 1] + m[..., 1, 0],
+                    m[..., 0, 2] + m[..., 2, 0],
+                ],
+                -1,
+            ),
+            torch.stack(
+                [
+                    m[..., 0, 2] - m[..., 2, 0],
+                    m[..., 0, 1] + m[..., 1, 0],
+                    1 + 2 * m[..., 1, 1] - trace,
+                    m[..., 1, 2] + m[..., 2, 1],
+                ],
+                -1,
+            ),
+            torch.stack(
+                [
+                    m[..., 1, 0] - m[..., 0, 1],
+                    m[..., 0, 2] + m[..., 2, 0],
+                    m[..., 1, 2] + m[..., 2, 1],
+                    1 + 2 * m[..., 2, 2] - trace,
+                ],
+                -1,
+            ),
         ],
         dim=-2,
     )  # (..., 4 candidates, 4)
-    diag = torch.stack([1 + trace, 1 + 2 * m[..., 0, 0] - trace, 1 + 2 * m[..., 1, 1] - trace, 1 + 2 * m[..., 2, 2] - trace], -1)
+    diag = torch.stack(
+        [1 + trace, 1 + 2 * m[..., 0, 0] - trace, 1 + 2 * m[..., 1, 1] - trace, 1 + 2 * m[..., 2, 2] - trace], -1
+    )
     best = diag.argmax(dim=-1, keepdim=True)
     q = torch.take_along_dim(cands, best[..., None].expand(*best.shape, 4), dim=-2).squeeze(-2)
     q = q / q.norm(dim=-1, keepdim=True)
@@ -117,14 +151,10 @@ def unproject_pixels(
     return transform_points(cam2ego, rays * depth[..., None])
 
 
-def resize_crop_matrix(
-    scale: float | tuple[float, float], crop: tuple[float, float] = (0.0, 0.0)
-) -> torch.Tensor:
+def resize_crop_matrix(scale: float | tuple[float, float], crop: tuple[float, float] = (0.0, 0.0)) -> torch.Tensor:
     """img_aug for 'resize by scale (sx, sy), then crop away the top-left (cx, cy) pixels': (3, 3).
 
     Maps original pixels to network-input pixels: u' = sx * u - cx, v' = sy * v - cy.
     """
     sx, sy = (scale, scale) if isinstance(scale, (int, float)) else scale
-    return torch.tensor(
-        [[sx, 0.0, -crop[0]], [0.0, sy, -crop[1]], [0.0, 0.0, 1.0]], dtype=torch.float32
-    )
+    return torch.tensor([[sx, 0.0, -crop[0]], [0.0, sy, -crop[1]], [0.0, 0.0, 1.0]], dtype=torch.float32)

@@ -39,9 +39,7 @@ class VoxelGrid:
     @property
     def dims(self) -> tuple[int, int, int]:
         """Number of voxels along x, y, z."""
-        return tuple(
-            int(round((hi - lo) / self.size)) for lo, hi in zip(self.range[:3], self.range[3:])
-        )
+        return tuple(int(round((hi - lo) / self.size)) for lo, hi in zip(self.range[:3], self.range[3:]))
 
     def centers(self, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> torch.Tensor:
         """Voxel centres, (X, Y, Z, 3) ego frame, m."""

@@ -14,11 +14,10 @@ from pathlib import Path
 
 import yaml
 from ament_index_python.packages import get_package_share_directory
+from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument, OpaqueFunction
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import LifecycleNode, Node
-
-from launch import LaunchDescription
 
 PACKAGE = "gausstr_ros"
 # preset -> (image topic suffix, image_transport parameter)

@@ -46,6 +46,10 @@ class HistoryBuffer:
         self._count_history = np.ones(len(values), dtype=np.int64)
 
 
+class ConfigDict(dict):
+    """Mimics mmengine's ConfigDict: a dict subclass, pickled with its items."""
+
+
 class ReducingObject:
     """An mmengine-named object whose pickle asks for a call on load (must stay inert)."""
 
@@ -58,7 +62,7 @@ def _fake_mmengine() -> Iterator[None]:
     """Make the classes above picklable as mmengine.logging.history_buffer.* for the time of saving."""
     names = ("mmengine", "mmengine.logging", "mmengine.logging.history_buffer")
     module = types.ModuleType(names[-1])
-    for cls in (HistoryBuffer, ReducingObject):
+    for cls in (HistoryBuffer, ConfigDict, ReducingObject):
         cls.__module__ = names[-1]
         setattr(module, cls.__name__, cls)
     sys.modules.update({n: types.ModuleType(n) for n in names[:-1]} | {names[-1]: module})
@@ -79,6 +83,7 @@ def _write_authors_file(path: Path, state: dict[str, torch.Tensor], payload: obj
             "log_scalars": {"train/loss": HistoryBuffer([1.5, 1.2, 0.9])},
             "runtime_info": {"epoch": 20, "max_lr": np.float64(2e-4), "steps": np.int64(7), "odd": ReducingObject()},
             "resumed_keys": {"epoch": True},
+            "cfg": ConfigDict(type="GaussTR", num_queries=300),
         },
         "optimizer": {"state": {0: {"step": torch.tensor(3.0), "exp_avg": torch.zeros(4)}},
                       "param_groups": [{"lr": 2e-5, "betas": (0.9, 0.999), "params": [0]}]},
@@ -260,6 +265,7 @@ def test_mmengine_objects_become_inert_stand_ins(tmp_path: Path) -> None:
     buffer = raw["message_hub"]["log_scalars"]["train/loss"]
     assert type(buffer).__name__ == "HistoryBuffer" and "mmengine" in buffer.qualname
     np.testing.assert_allclose(buffer.state["_log_history"], [1.5, 1.2, 0.9])
+    assert raw["message_hub"]["cfg"].items == {"type": "GaussTR", "num_queries": 300}
     odd = raw["message_hub"]["runtime_info"]["odd"]
     assert odd.args == ("would run on load",)  # recorded, not run
     assert raw["message_hub"]["runtime_info"]["max_lr"] == pytest.approx(2e-4)

@@ -140,7 +140,7 @@ def test_tiles_blocks_and_padding_match_per_pixel_compositing():
     reference = _composite_2d(*args)
     for tile_size, block in ((16, 1 << 22), (4, 64), (3, 1)):
         rendered = rasterize_torch(*args, tile_size=tile_size, block_elements=block)
-        torch.testing.assert_close(rendered, reference, atol=2e-5, rtol=1e-4)  # colors and alpha
+        torch.testing.assert_close(rendered, reference.permute(0, 2, 3, 1), atol=2e-5, rtol=1e-4)  # colors, alpha
 
 
 def test_gradients_match_finite_differences():

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from gausstr_ros.msg import GaussianArray
 from rclpy.serialization import deserialize_message, serialize_message
 from visualization_msgs.msg import Marker, MarkerArray
 
 from gausstr_core.data.occ3d import OCC3D_CLASSES as OCC3D_CLASS_NAMES
 from gausstr_core.palette import OCC3D_COLORS, class_colors, name_color
 from gausstr_ros.gaussian_msgs import MarkerPublisherState, gaussian_array_msg, gaussian_markers
+from gausstr_ros.msg import GaussianArray
 from gausstr_ros.stamps import make_header
 
 HEADER = make_header("base_link", 42)

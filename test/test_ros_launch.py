@@ -46,9 +46,8 @@ def launch_file(monkeypatch):
 
 def run_launch(module, **arguments: str) -> list:
     """Resolve declared arguments (defaults + `arguments`) and execute the OpaqueFunction."""
-    from launch.actions import DeclareLaunchArgument, OpaqueFunction
-
     from launch import LaunchContext
+    from launch.actions import DeclareLaunchArgument, OpaqueFunction
 
     entities = module.generate_launch_description().entities
     declared = {e.name: e for e in entities if isinstance(e, DeclareLaunchArgument)}

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from gausstr_ros.msg import SemanticOccupancy
 from nav_msgs.msg import OccupancyGrid
 from rclpy.serialization import deserialize_message, serialize_message
 from sensor_msgs.msg import PointCloud2
@@ -12,6 +11,7 @@ from sensor_msgs.msg import PointCloud2
 from gausstr_core.data.occ3d import OCC3D_CLASSES as OCC3D_CLASS_NAMES
 from gausstr_core.grid import VoxelGrid
 from gausstr_core.palette import OCC3D_COLORS
+from gausstr_ros.msg import SemanticOccupancy
 from gausstr_ros.occupancy_msgs import bev_occupancy_grid, occupied_points_msg, semantic_occupancy_msg
 from gausstr_ros.stamps import make_header
 

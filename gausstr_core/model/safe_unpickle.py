@@ -30,18 +30,30 @@ class UnsafeCheckpointError(pickle.UnpicklingError):
 
 
 class InertObject:
-    """Stand-in for an OpenMMLab object: keeps constructor args and pickled state, runs nothing."""
+    """Stand-in for an OpenMMLab object: keeps constructor args, pickled state and, for dict or list
+    subclasses (e.g. ConfigDict), the pickled items; runs nothing."""
 
     qualname = "InertObject"
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        self.args, self.kwargs, self.state = args, kwargs, None
-
     def __new__(cls, *args: Any, **kwargs: Any) -> InertObject:
-        return super().__new__(cls)
+        obj = super().__new__(cls)
+        obj.args, obj.kwargs, obj.state, obj.items, obj.elements = args, kwargs, None, {}, []
+        return obj
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self.args, self.kwargs = args, kwargs
 
     def __setstate__(self, state: Any) -> None:
         self.state = state
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        self.items[key] = value
+
+    def append(self, value: Any) -> None:
+        self.elements.append(value)
+
+    def extend(self, values: Any) -> None:
+        self.elements.extend(values)
 
     def __repr__(self) -> str:
         return f"<inert {self.qualname}>"

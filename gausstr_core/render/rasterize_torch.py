@@ -37,8 +37,8 @@ def rasterize_torch(
     means2d: (I, G, 2) pixels; conics: (I, G, 3); opacities: (I, G); colors: (I, G, D);
     depths: (I, G) sort keys, m; radii: (I, G, 2) int (0 = culled); image_size (H, W).
     block_elements bounds tiles x pixels x Gaussians per padded block (memory vs. loop count).
-    Returns (I, D + 1, H, W): channels :D are sum_i w_i c_i, channel D is alpha = sum_i w_i
-    (= 1 - final transmittance).
+    Returns (I, H, W, D + 1) channel-last: channels :D are sum_i w_i c_i, channel D is
+    alpha = sum_i w_i (= 1 - final transmittance).
     """
     num_images, _, channels = colors.shape
     height, width = image_size
@@ -51,22 +51,18 @@ def rasterize_torch(
         torch.log(opacities.clamp(min=ALPHA_THRESHOLD)).reshape(-1),  # culled below 1/255 anyway
         torch.cat([colors, torch.ones_like(colors[..., :1])], -1).reshape(-1, channels + 1),
     )
-    outputs, tile_order = [], []
+    # channel-last image (I, tiles_h * s, tiles_w * s, D + 1); each tile is an (s, s, D + 1) block
+    canvas = colors.new_zeros(num_images, bins.tiles_h, tile_size, bins.tiles_w, tile_size, channels + 1)
+    by_tile = canvas.permute(0, 1, 3, 2, 4, 5)  # (I, tiles_h, tiles_w, s, s, D + 1) view
+    per_image = bins.tiles_h * bins.tiles_w
     for tiles in _blocks(bins, basis.shape[0], block_elements):
-        outputs.append(_composite_block(bins, tiles, basis, tile_size, *flat))
-        tile_order.append(bins.tile_ids[tiles])
-
-    # write each tile into a (I, D + 1, tiles_h, s, tiles_w, s) canvas that views as the image
-    canvas = colors.new_zeros(num_images, channels + 1, bins.tiles_h, tile_size, bins.tiles_w, tile_size)
-    if outputs:
-        tile_ids = torch.cat(tile_order)
-        per_image = bins.tiles_h * bins.tiles_w
+        tile_ids = bins.tile_ids[tiles]
         rows, cols = tile_ids % per_image // bins.tiles_w, tile_ids % bins.tiles_w
-        by_tile = canvas.permute(0, 2, 4, 1, 3, 5)  # (I, tiles_h, tiles_w, D + 1, s, s) view
-        by_tile[tile_ids // per_image, rows, cols] = torch.cat(outputs).unflatten(-1, (tile_size, tile_size))
-    image = canvas.reshape(num_images, channels + 1, bins.tiles_h * tile_size, bins.tiles_w * tile_size)
-    if image.shape[-2:] != (height, width):  # slicing costs a full-size copy in backward
-        image = image[..., :height, :width]
+        block = _composite_block(bins, tiles, basis, tile_size, *flat)  # (T, P, D + 1)
+        by_tile[tile_ids // per_image, rows, cols] = block.unflatten(1, (tile_size, tile_size))
+    image = canvas.reshape(num_images, bins.tiles_h * tile_size, bins.tiles_w * tile_size, channels + 1)
+    if image.shape[1:3] != (height, width):  # slicing costs a full-size copy in backward
+        image = image[:, :height, :width]
     return image
 
 
@@ -100,7 +96,7 @@ def _composite_block(
     log_opacities: torch.Tensor,
     colors: torch.Tensor,
 ) -> torch.Tensor:
-    """Composite the tiles `tiles` (indices into bins); returns (T, D + 1, P) colors and alpha.
+    """Composite the tiles `tiles` (indices into bins); returns (T, P, D + 1) colors and alpha.
 
     The exponent log(opacity) - sigma is a quadratic in the tile-centred pixel coordinates, so
     it is one (P, 6) x (T, 6, K) matrix product.
@@ -126,7 +122,7 @@ def _composite_block(
     one_minus = 1.0 - alpha
     after = torch.cumprod(one_minus, dim=-1)  # transmittance after each Gaussian
     weights = torch.where(after > MIN_TRANSMITTANCE, alpha * after / one_minus, 0.0)
-    return _take(colors, ids).transpose(1, 2) @ weights.transpose(1, 2)  # (T, D + 1, P); ones -> alpha
+    return weights @ _take(colors, ids)  # (T, P, D + 1); the ones channel gives alpha
 
 
 def _take(values: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:

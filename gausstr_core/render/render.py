@@ -95,9 +95,9 @@ def _render_torch(
             proj.depths.detach().flatten(0, 1),
             proj.radii.flatten(0, 1),
             image_size,
-        )  # (B * N, D + 2, H, W): features, depth, alpha
-    features, depth, alpha = rendered.unflatten(0, (batch, views)).split([channels, 1, 1], dim=2)
-    return RenderOutput(features=features, depth=depth.squeeze(2), alpha=alpha.squeeze(2))
+        )  # (B * N, H, W, D + 2) channel-last: features, depth, alpha
+    features, depth, alpha = rendered.unflatten(0, (batch, views)).split([channels, 1, 1], dim=-1)
+    return RenderOutput(features=features.permute(0, 1, 4, 2, 3), depth=depth[..., 0], alpha=alpha[..., 0])
 
 
 def _check_inputs(

@@ -57,9 +57,17 @@ class TrainLogger:
         target = features[0, 0:1].float()  # (1, C, h, w)
         basis = pca_project(target, q=3)
         out = render_gaussians(
-            means=g.means, quats=g.quats, scales=g.scales, opacities=g.opacities, colors=g.features @ basis.float(),
-            cam2ego=batch.cam2ego[0:1, 0:1], intrinsics=batch.intrinsics[0:1, 0:1], img_aug=batch.img_aug[0:1, 0:1],
-            image_size=tuple(batch.depths.shape[-2:]), near=config.train.render_near, far=config.train.render_far,
+            means=g.means,
+            quats=g.quats,
+            scales=g.scales,
+            opacities=g.opacities,
+            colors=g.features @ basis.float(),
+            cam2ego=batch.cam2ego[0:1, 0:1],
+            intrinsics=batch.intrinsics[0:1, 0:1],
+            img_aug=batch.img_aug[0:1, 0:1],
+            image_size=tuple(batch.depths.shape[-2:]),
+            near=config.train.render_near,
+            far=config.train.render_far,
         )
         writer = self._tb()
         writer.add_image("depth/rendered", _normalise(out.depth[0, 0:1]), step)

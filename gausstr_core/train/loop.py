@@ -107,15 +107,20 @@ class _Trainer:
             len(self.dataset), info.world_size, info.rank, shuffle=True, seed=cfg.seed
         )
         self.loader = DataLoader(
-            self.dataset, batch_size=cfg.batch_size, sampler=self.sampler, collate_fn=collate_samples,
-            num_workers=config.data.num_workers, generator=torch.Generator().manual_seed(cfg.seed),
+            self.dataset,
+            batch_size=cfg.batch_size,
+            sampler=self.sampler,
+            collate_fn=collate_samples,
+            num_workers=config.data.num_workers,
+            generator=torch.Generator().manual_seed(cfg.seed),
             drop_last=False,
         )
         self.iters_per_epoch = math.ceil(self.sampler.shard_size / cfg.batch_size)
         self.model = GaussTR(config.model).to(info.device)
         self.ddp = (
             DistributedDataParallel(self.model, device_ids=[info.local_rank] if info.device.type == "cuda" else None)
-            if info.world_size > 1 else None
+            if info.world_size > 1
+            else None
         )
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         milestones = tuple(m * self.iters_per_epoch for m in cfg.lr_milestones)
@@ -184,7 +189,13 @@ class _Trainer:
         with torch.autocast(self.info.device.type, dtype=torch.bfloat16, enabled=self.amp):
             layers = net(features, batch.depths, batch.intrinsics, batch.cam2ego, batch.img_aug)
             total, terms = gausstr_losses(
-                layers, features, batch.depths, batch.cam2ego, batch.intrinsics, batch.img_aug, self.config.train,
+                layers,
+                features,
+                batch.depths,
+                batch.cam2ego,
+                batch.intrinsics,
+                batch.img_aug,
+                self.config.train,
                 segmentation=batch.segmentation if self.model.segment_head is not None else None,
                 segment_head=self.model.segment_head if batch.segmentation is not None else None,
             )
