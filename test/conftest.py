@@ -14,6 +14,8 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 os.environ.setdefault("TORCH_EXTENSIONS_DIR", str(Path(sys.prefix) / "torch_extensions"))
 os.environ.setdefault("ROS_LOG_DIR", str(Path(sys.prefix) / "ros_log"))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# Two cores: one intra-op thread per test process avoids oversubscription (much faster here).
+torch.set_num_threads(1)
 
 # ROS domain ids 0..101 are safe on Linux; give every test its own, offset by the process id so
 # that parallel pytest runs on one machine do not hear each other.

@@ -116,13 +116,40 @@ def _composite_block(
     coef = torch.stack([-0.5 * a, -b, -0.5 * c, lin_u, lin_v, const], 1)  # (T, 6, K)
     empty = coef.new_tensor([0.0, 0, 0, 0, 0, _EMPTY])[:, None]
     coef = torch.where(padded[:, None, :], coef, empty)
-    raw = torch.exp(basis @ coef)  # (T, P, K) opacity * exp(-sigma)
-    alpha = torch.where(raw >= ALPHA_THRESHOLD, raw.clamp(max=MAX_ALPHA), 0.0)
+    return _Composite.apply(coef, _take(colors, ids), basis)
 
-    one_minus = 1.0 - alpha
-    after = torch.cumprod(one_minus, dim=-1)  # transmittance after each Gaussian
-    weights = torch.where(after > MIN_TRANSMITTANCE, alpha * after / one_minus, 0.0)
-    return weights @ _take(colors, ids)  # (T, P, D + 1); the ones channel gives alpha
+
+class _Composite(torch.autograd.Function):
+    """(T, 6, K) exponent coefficients, (T, K, C) colors, (P, 6) basis -> (T, P, C) composite.
+
+    alpha = min(0.999, exp(basis @ coef)) where >= 1/255 else 0; T_i = prod_{j<i} (1 - alpha_j)
+    (0 from the first Gaussian whose T_{i+1} <= 1e-4 on); out = sum_i alpha_i T_i c_i.
+    The backward is the analytic one gsplat uses: dL/dalpha_i = T_i g_i . c_i - S_i / (1 - alpha_i)
+    with S_i = sum_{j>i} w_j g_j . c_j, saving only alpha and T (no per-op autograd buffers).
+    """
+
+    @staticmethod
+    def forward(ctx, coef: torch.Tensor, colors: torch.Tensor, basis: torch.Tensor) -> torch.Tensor:
+        raw = torch.exp(basis @ coef)  # (T, P, K) opacity * exp(-sigma)
+        alpha = torch.where(raw >= ALPHA_THRESHOLD, raw.clamp(max=MAX_ALPHA), 0.0)
+        after = torch.cumprod(1.0 - alpha, dim=-1)  # transmittance after each Gaussian
+        before = torch.where(after > MIN_TRANSMITTANCE, after / (1.0 - alpha), 0.0)
+        ctx.save_for_backward(alpha, before, colors, basis)
+        return (alpha * before) @ colors
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_out: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None, None]:
+        alpha, before, colors, basis = ctx.saved_tensors
+        weights = alpha * before
+        grad_colors = weights.transpose(1, 2) @ grad_out if ctx.needs_input_grad[1] else None
+        if not ctx.needs_input_grad[0]:
+            return None, grad_colors, None
+        grad_weights = grad_out @ colors.transpose(1, 2)  # (T, P, K)
+        behind = (grad_weights * weights).flip(-1).cumsum(-1).flip(-1)  # inclusive, from the back
+        grad_alpha = grad_weights * before - (behind - grad_weights * weights) / (1.0 - alpha)
+        grad_exponent = grad_alpha * torch.where(alpha < MAX_ALPHA, alpha, 0.0)  # d alpha / d e
+        return basis.transpose(0, 1) @ grad_exponent, grad_colors, None
 
 
 def _take(values: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:

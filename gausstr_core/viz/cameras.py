@@ -50,7 +50,8 @@ def draw_cameras(
             ax.set_yticks([])
             ax.set_title(f"{camera}: {name}", fontsize=8)
     if mappable is not None:
-        fig.colorbar(mappable, ax=axes[:, 1:].ravel().tolist(), label="depth (m)", shrink=0.6)
+        depth_axes = [axes[r, c] for r in range(len(camera_names)) for c, (n, _) in enumerate(columns) if n != "image"]
+        fig.colorbar(mappable, ax=depth_axes, label="depth (m)", shrink=0.6)
 
 
 def _to_cpu(inputs: PreparedViews) -> PreparedViews:

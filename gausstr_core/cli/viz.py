@@ -1,0 +1,98 @@
+"""`gausstr-viz`: PNG pictures of one sample's prediction next to its Occ3D ground truth.
+
+From a checkpoint (predicts the sample the way gausstr-eval does) or from a gausstr-eval dump:
+
+    gausstr-viz --checkpoint model.pth --data /data/synth --index 0 --out pictures/
+    gausstr-viz --dump dumps/<token>.npz --data /data/synth --out pictures/
+
+Writes <token>_bev.png, <token>_voxels_3d.png, <token>_gaussians_bev.png and <token>_cameras.png
+(see gausstr_core.viz.figures).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from gausstr_core.cli.run_config import add_run_config_arguments, checkpoint_config, run_config
+from gausstr_core.config import Config
+from gausstr_core.data.nuscenes import NuScenesReader
+from gausstr_core.data.occ3d import load_occ3d, occ3d_path
+from gausstr_core.predict import OccupancyPredictor, prepare_views
+from gausstr_core.prediction_io import load_prediction, load_sample_views
+from gausstr_core.viz import save_prediction_figures
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="gausstr-viz", description=__doc__.split("\n\n")[0])
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--checkpoint", help="predict with this checkpoint")
+    source.add_argument("--dump", help="draw a prediction dump written by gausstr-eval --dump-dir")
+    add_run_config_arguments(parser)
+    parser.add_argument("--sample", help="sample token (default with --dump: the dump's)")
+    parser.add_argument("--index", type=int, help="sample index within --split")
+    parser.add_argument("--split", help="split for --index (default: data.val_split)")
+    parser.add_argument("--depth", choices=("cache", "provider"), default="cache",
+                        help="depth maps from the data.depth_kind cache or the depth provider")
+    parser.add_argument("--out", required=True, help="output folder for the PNGs")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_intermixed_args(argv)
+    try:
+        written = run(args)
+    except (FileNotFoundError, KeyError, IndexError, ValueError) as exc:
+        print(f"gausstr-viz: error: {exc}", file=sys.stderr)
+        return 2
+    for path in written:
+        print(path)
+    return 0
+
+
+def run(args: argparse.Namespace) -> list[Path]:
+    dumped, meta = load_prediction(args.dump) if args.dump else (None, {})
+    base = checkpoint_config(args.checkpoint) if args.checkpoint else (meta.get("config") or Config())
+    config = run_config(base, args.config, args.data, args.overrides)
+    data = config.data
+    reader = NuScenesReader(data.dataroot, data.version, data.cameras)
+    token = _pick_token(reader, args, meta.get("token"), args.split or data.val_split)
+    record = reader.sample_record(token)
+    views = load_sample_views(record, data, depth=args.depth == "cache")
+    if dumped is None:
+        prediction = OccupancyPredictor.from_checkpoint(args.checkpoint, args.device, config=config).predict(views)
+    else:
+        prediction = dumped
+    inputs = prepare_views(views, data.input_size, config.model.patch_size, data.image_size)
+    truth_path = occ3d_path(data.occ_root, record.scene, token)
+    truth = load_occ3d(truth_path, shape=prediction.grid.dims) if truth_path.is_file() else None
+    if truth is None:
+        print(f"gausstr-viz: no ground truth at {truth_path}; drawing the prediction alone", file=sys.stderr)
+    return save_prediction_figures(
+        args.out, prediction, truth=truth, inputs=inputs, camera_names=list(data.cameras),
+        input_size=data.input_size, prefix=f"{token}_",
+    )
+
+
+def _pick_token(reader: NuScenesReader, args: argparse.Namespace, dumped: str | None, split: str) -> str:
+    if args.sample and args.index is not None:
+        raise ValueError("give --sample or --index, not both")
+    if args.dump and (args.sample or args.index is not None):
+        raise ValueError("--dump draws the dump's own sample; drop --sample / --index")
+    if args.sample:
+        return args.sample
+    if args.index is not None:
+        tokens = reader.split_samples(split)
+        if not -len(tokens) <= args.index < len(tokens):
+            raise IndexError(f"--index {args.index} is outside split {split!r} ({len(tokens)} samples)")
+        return tokens[args.index]
+    if args.dump:
+        if not dumped:
+            raise ValueError(f"dump {args.dump} records no sample token")
+        return dumped
+    raise ValueError("say which sample: --sample TOKEN or --index I")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
