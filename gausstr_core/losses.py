@@ -36,24 +36,25 @@ def pca_project(target: torch.Tensor, q: int = 128, niter: int = 4) -> torch.Ten
     return basis
 
 
-def feature_loss(rendered: torch.Tensor, target: torch.Tensor, basis: torch.Tensor) -> torch.Tensor:
-    """Mean over pixels of 1 - cos(rendered, upsampled projected target).
+def pca_target(target: torch.Tensor, basis: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Target features on the render grid: (B, N, C, h, w) projected onto basis (C, q) and
+    bilinearly upsampled (half-pixel centres) to size (H, W) -> (B, N, q, H, W) float32.
 
-    rendered: (B, N, q, H, W) splatted PCA features; target: (B, N, C, h, w) foundation features;
-    basis: (C, q) from `pca_project`. The target is projected onto the basis and bilinearly
-    upsampled to (H, W) (both linear, so the order does not matter).
+    Projection and bilinear upsampling are both linear, so projecting first (cheaper) equals
+    upsampling first.
     """
-    b, n, q, height, width = rendered.shape
-    if target.dim() != 5 or target.shape[:2] != (b, n) or target.shape[2] != basis.shape[0]:
-        raise ValueError(
-            f"feature_loss: target must be ({b}, {n}, {basis.shape[0]}, h, w), got {tuple(target.shape)}"
-        )
-    if basis.shape[1] != q:
-        raise ValueError(f"feature_loss: rendered has {q} channels but the PCA basis has {basis.shape[1]}")
-    projected = torch.einsum("kchw,cq->kqhw", target.flatten(0, 1).to(rendered.dtype), basis.to(rendered.dtype))
-    upsampled = F.interpolate(projected, size=(height, width), mode="bilinear", align_corners=False)
-    cosine = F.cosine_similarity(rendered.flatten(0, 1), upsampled, dim=1, eps=1e-8)
-    return (1.0 - cosine).mean()
+    if target.dim() != 5 or target.shape[2] != basis.shape[0]:
+        raise ValueError(f"pca_target: target must be (B, N, {basis.shape[0]}, h, w), got {tuple(target.shape)}")
+    projected = torch.einsum("kchw,cq->kqhw", target.flatten(0, 1).float(), basis.float())
+    upsampled = F.interpolate(projected, size=size, mode="bilinear", align_corners=False)
+    return upsampled.unflatten(0, target.shape[:2])
+
+
+def feature_loss(rendered: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Mean over pixels of 1 - cos(rendered, target) along channels; both (B, N, q, H, W)."""
+    if rendered.shape != target.shape:
+        raise ValueError(f"feature_loss: rendered {tuple(rendered.shape)} and target {tuple(target.shape)} differ")
+    return (1.0 - F.cosine_similarity(rendered, target.to(rendered.dtype), dim=2, eps=1e-8)).mean()
 
 
 def depth_loss(
@@ -121,9 +122,10 @@ def gausstr_losses(
         raise ValueError(f"gausstr_losses: target_depths must be (B, N, H, W), got {tuple(target_depths.shape)}")
     basis = pca_project(target_features.flatten(0, 1), q=cfg.pca_dims)
     image_size = tuple(target_depths.shape[-2:])
+    target = pca_target(target_features, basis, image_size)
 
     terms: dict[str, torch.Tensor] = {}
-    total = target_depths.new_zeros(())
+    layer_totals = []
     for index, gaussians in enumerate(layers):
         colors = gaussians.features @ basis.to(gaussians.features.dtype)  # (B, G, q)
         out = render_fn(
@@ -131,7 +133,7 @@ def gausstr_losses(
             opacities=gaussians.opacities, colors=colors, cam2ego=cam2ego, intrinsics=intrinsics,
             img_aug=img_aug, image_size=image_size, near=cfg.render_near, far=cfg.render_far,
         )
-        layer = {"feature": feature_loss(out.features, target_features, basis)}
+        layer = {"feature": feature_loss(out.features, target)}
         layer["depth_silog"], layer["depth_l1"] = depth_loss(out.depth, target_depths, cfg.far_depth, cfg.far_target)
         layer_total = (
             cfg.feature_loss_weight * layer["feature"]
@@ -142,8 +144,8 @@ def gausstr_losses(
             layer["segment"] = segment_loss(logits, segmentation)
             layer_total = layer_total + cfg.segment_loss_weight * layer["segment"]
         layer["total"] = layer_total
-        total = total + layer_total
+        layer_totals.append(layer_total)
         for name, value in layer.items():
             terms[f"layer{index}/{name}"] = value.detach()
             terms[name] = terms.get(name, 0.0) + value.detach()
-    return total, terms
+    return torch.stack(layer_totals).sum(), terms

@@ -59,7 +59,7 @@ def filter_gaussians(
     """Talk2DINO-config Gaussian filter (an explicit step; off unless the config asks for it).
 
     means (N, 3) ego frame, m; covariances (N, 3, 3) m^2; opacities (N,).
-    Returns (N,) bool: opacity > min_opacity, mean inside the grid volume, and
+    Returns (N,) bool: opacity > min_opacity, mean inside the grid volume (VoxelGrid.contains), and
     6 * min(diag Sigma) > min_extent (m^2).
     """
     _check_gaussians(means, covariances, opacities, None)

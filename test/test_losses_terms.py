@@ -5,13 +5,13 @@ import math
 import pytest
 import torch
 
-from gausstr_core.losses import depth_loss, feature_loss, pca_project, segment_loss
+from gausstr_core.losses import depth_loss, feature_loss, pca_project, pca_target, segment_loss
 
 
 def test_feature_loss_hand_values():
     target = torch.tensor([1.0, 0.0]).reshape(1, 1, 2, 1, 1)
     rendered = torch.tensor([[1.0, 0.0], [0.0, 1.0], [-1.0, 0.0], [1.0, math.sqrt(3)]]).T.reshape(1, 1, 2, 2, 2)
-    loss = feature_loss(rendered, target, torch.eye(2, dtype=torch.float64))
+    loss = feature_loss(rendered, pca_target(target, torch.eye(2, dtype=torch.float64), (2, 2)))
     assert loss.item() == pytest.approx((0 + 1 + 2 + 0.5) / 4)
 
 
@@ -23,14 +23,14 @@ def test_feature_loss_upsamples_bilinearly_after_projection():
     # half-pixel bilinear x2 upsampling of [a, b]: a, 0.75 a + 0.25 b, 0.25 a + 0.75 b, b
     cosines = [1.0, 0.75 / math.sqrt(0.75**2 + 0.25**2), 0.25 / math.sqrt(0.75**2 + 0.25**2), 0.0]
     expected = sum(1 - c for c in cosines) / 4
-    assert feature_loss(rendered, target, basis).item() == pytest.approx(expected, rel=1e-6)
+    assert feature_loss(rendered, pca_target(target, basis, (1, 4))).item() == pytest.approx(expected, rel=1e-6)
 
 
 def test_feature_loss_rejects_mismatched_shapes():
-    with pytest.raises(ValueError, match="target"):
-        feature_loss(torch.zeros(1, 2, 2, 4, 4), torch.zeros(1, 1, 3, 2, 2), torch.eye(3, 2, dtype=torch.float64))
-    with pytest.raises(ValueError, match="channels"):
-        feature_loss(torch.zeros(1, 1, 2, 4, 4), torch.zeros(1, 1, 3, 2, 2), torch.eye(3, dtype=torch.float64))
+    with pytest.raises(ValueError, match="pca_target"):
+        pca_target(torch.zeros(1, 1, 3, 2, 2), torch.eye(4, 2, dtype=torch.float64), (4, 4))
+    with pytest.raises(ValueError, match="feature_loss"):
+        feature_loss(torch.zeros(1, 1, 2, 4, 4), torch.zeros(1, 1, 3, 4, 4))
 
 
 def test_depth_loss_hand_values():

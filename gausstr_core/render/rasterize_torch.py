@@ -51,19 +51,32 @@ def rasterize_torch(
         torch.log(opacities.clamp(min=ALPHA_THRESHOLD)).reshape(-1),  # culled below 1/255 anyway
         torch.cat([colors, torch.ones_like(colors[..., :1])], -1).reshape(-1, channels + 1),
     )
-    # channel-last image (I, tiles_h * s, tiles_w * s, D + 1); each tile is an (s, s, D + 1) block
-    canvas = colors.new_zeros(num_images, bins.tiles_h, tile_size, bins.tiles_w, tile_size, channels + 1)
-    by_tile = canvas.permute(0, 1, 3, 2, 4, 5)  # (I, tiles_h, tiles_w, s, s, D + 1) view
-    per_image = bins.tiles_h * bins.tiles_w
+    blocks, tile_ids = [], []
     for tiles in _blocks(bins, basis.shape[0], block_elements):
-        tile_ids = bins.tile_ids[tiles]
-        rows, cols = tile_ids % per_image // bins.tiles_w, tile_ids % bins.tiles_w
-        block = _composite_block(bins, tiles, basis, tile_size, *flat)  # (T, P, D + 1)
-        by_tile[tile_ids // per_image, rows, cols] = block.unflatten(1, (tile_size, tile_size))
-    image = canvas.reshape(num_images, bins.tiles_h * tile_size, bins.tiles_w * tile_size, channels + 1)
-    if image.shape[1:3] != (height, width):  # slicing costs a full-size copy in backward
-        image = image[:, :height, :width]
-    return image
+        blocks.append(_composite_block(bins, tiles, basis, tile_size, *flat))  # (T, P, D + 1)
+        tile_ids.append(bins.tile_ids[tiles])
+    blocks.append(colors.new_zeros(1, basis.shape[0], channels + 1))  # for pixels no Gaussian reaches
+    rows = _pixel_rows(torch.cat(tile_ids), bins, tile_size, num_images, image_size)
+    image = torch.cat(blocks).flatten(0, 1).index_select(0, rows)  # gather, no scatter: cheap backward
+    return image.unflatten(0, (num_images, height, width))
+
+
+def _pixel_rows(
+    tile_ids: torch.Tensor, bins: TileBins, tile_size: int, num_images: int, image_size: tuple[int, int]
+) -> torch.Tensor:
+    """(I * H * W,) row of each image pixel in the stacked (T * P) tile outputs; pixels of tiles
+    not listed get row T * P (the zero block appended after them)."""
+    height, width = image_size
+    pixels = tile_size * tile_size
+    per_image = bins.tiles_h * bins.tiles_w
+    offset = torch.arange(pixels, device=tile_ids.device)
+    v = (tile_ids % per_image // bins.tiles_w)[:, None] * tile_size + offset // tile_size  # (T, P)
+    u = (tile_ids % bins.tiles_w)[:, None] * tile_size + offset % tile_size
+    inside = (v < height) & (u < width)
+    target = ((tile_ids // per_image)[:, None] * height + v) * width + u
+    rows = torch.full((num_images * height * width,), tile_ids.numel() * pixels, device=tile_ids.device)
+    rows[target[inside]] = torch.arange(tile_ids.numel() * pixels, device=tile_ids.device).view_as(target)[inside]
+    return rows
 
 
 def _tile_pixel_basis(tile_size: int, like: torch.Tensor) -> torch.Tensor:

@@ -76,4 +76,4 @@ def add_class_legend(fig: Figure, entries: dict[str, np.ndarray]) -> None:
     """Legend below the axes: class name -> (3,) uint8 colour."""
     handles = [Patch(facecolor=np.asarray(c) / 255.0, edgecolor="black", label=n) for n, c in entries.items()]
     if handles:
-        fig.legend(handles=handles, loc="lower center", ncol=min(6, len(handles)), fontsize=8, frameon=False)
+        fig.legend(handles=handles, loc="outside lower center", ncol=min(6, len(handles)), fontsize=8, frameon=False)

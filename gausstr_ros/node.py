@@ -1,0 +1,423 @@
+"""`occupancy_node`: the GaussTR lifecycle node (cameras -> semantic occupancy, Gaussians, markers).
+
+Lifecycle: configure loads the checkpoint (OccupancyPredictor; a missing or corrupt checkpoint
+fails the transition with the reason logged); activate creates publishers, subscriptions and the
+inference thread; deactivate removes them (and frees cached GPU memory); cleanup drops the model.
+With `autostart` the node configures and activates itself on start.
+
+Inputs (relative names, remapped by launch/occupancy.launch.py), per camera in model order:
+  ~/input/<camera>/image        sensor_msgs/Image or CompressedImage (image_transport), sensor-data QoS
+  ~/input/<camera>/camera_info  sensor_msgs/CameraInfo (rectified, d = 0), cached
+  ~/input/<camera>/depth        sensor_msgs/Image 32FC1 / 16UC1 (only with depth_source: topic)
+  /tf_static (transient local), /tf   extrinsics base_frame <- image header.frame_id
+Images (and depths) go through one approximate-time synchroniser; complete sets wait until every
+CameraInfo and transform is there (logged once), then enter a one-slot latest-only mailbox in
+front of the inference thread (stale sets are dropped and counted).
+
+Outputs, frame base_frame, stamped with the first camera's image stamp: ~/occupancy
+(SemanticOccupancy), ~/occupancy/points (PointCloud2), ~/occupancy/bev (OccupancyGrid),
+~/gaussians (GaussianArray), ~/gaussians/markers (MarkerArray), /diagnostics (1 Hz),
+~/debug/processing_time_ms (set taken by the worker -> published) and
+~/debug/pipeline_latency_ms (first message of the set received -> published), std_msgs/Float64.
+
+Bad input (corrupt or empty images, wrong encodings, invalid CameraInfo, missing transforms,
+out-of-order stamps, stale cameras) is skipped with a throttled warning and counted in
+/diagnostics; the node keeps running. Parameters: config/occupancy.yaml; the vocabulary and
+output options change at run time (new prototypes, no model reload).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+import threading
+import time
+import traceback
+from typing import Any
+
+import rclpy
+import torch
+from diagnostic_msgs.msg import DiagnosticArray
+from rcl_interfaces.msg import SetParametersResult
+from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+from rclpy.lifecycle import Node as LifecycleNode
+from rclpy.lifecycle import State, TransitionCallbackReturn
+from rclpy.parameter import Parameter
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image
+from std_msgs.msg import Float64
+from tf2_msgs.msg import TFMessage
+
+from gausstr_core.predict import OccupancyPredictor
+from gausstr_core.vocabulary import Vocabulary
+from gausstr_ros.diagnostics import InputHealth
+from gausstr_ros.gaussian_msgs import MarkerPublisherState
+from gausstr_ros.image_codec import CameraIntrinsics, ImageDecodeError, parse_camera_info
+from gausstr_ros.inference_worker import LatestOnlyWorker
+from gausstr_ros.node_inputs import FrameSet, InputError, camera_to_base, decode_views
+from gausstr_ros.node_outputs import OUTPUT_TYPES, OutputOptions, build_outputs
+from gausstr_ros.node_params import (
+    LIVE_PARAMETERS,
+    NodeSettings,
+    check_parameter,
+    declare_node_parameters,
+    parse_vocabulary_prompts,
+    read_settings,
+)
+from gausstr_ros.qos import OUTPUT_QOS, SENSOR_QOS, TF_QOS, TF_STATIC_QOS
+from gausstr_ros.stamps import make_header, stamp_to_ns
+from gausstr_ros.sync import ApproximateTimeSync, SyncedSet
+from gausstr_ros.tf_buffer import TransformBuffer
+
+NODE_NAME = "gausstr_occupancy"
+DIAGNOSTICS_PERIOD_S = 1.0
+
+
+class OccupancyNode(LifecycleNode):
+    """The lifecycle node described in the module docstring."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(NODE_NAME, **kwargs)
+        declare_node_parameters(self)
+        self.add_on_set_parameters_callback(self._on_set_parameters)
+        self.predictor: OccupancyPredictor | None = None
+        self.settings: NodeSettings | None = None
+        self._stream_subscriptions: list[Any] = []  # of the active state
+        self._stream_publishers: list[Any] = []
+        self._diag_timer = None
+        self._outputs: dict[str, Any] = {}
+        self._worker: LatestOnlyWorker | None = None
+        self._sync: ApproximateTimeSync | None = None
+        self._calibration_lock = threading.Lock()  # guards calibration and the waiting state
+
+    # --- lifecycle ---
+
+    def autostart(self) -> bool:
+        """configure + activate; True if the node is active afterwards."""
+        if self.trigger_configure() != TransitionCallbackReturn.SUCCESS:
+            return False
+        return self.trigger_activate() == TransitionCallbackReturn.SUCCESS
+
+    def on_configure(self, state: State) -> TransitionCallbackReturn:
+        try:
+            settings = read_settings(self)
+        except ValueError as err:
+            self.get_logger().error(f"configure failed: {err}")
+            return TransitionCallbackReturn.FAILURE
+        if not settings.checkpoint:
+            self.get_logger().error("configure failed: parameter 'checkpoint' is empty; set it to a gausstr "
+                                    "checkpoint (.pth), e.g. --ros-args -p checkpoint:=/path/model.pth")
+            return TransitionCallbackReturn.FAILURE
+        try:
+            predictor = OccupancyPredictor.from_checkpoint(
+                settings.checkpoint, settings.device, vocabulary=_vocabulary_choice(settings))
+        except Exception as err:  # noqa: BLE001 -- any loading failure fails the transition, with its reason
+            self.get_logger().error(f"configure failed: cannot load checkpoint {settings.checkpoint!r}: {err}")
+            return TransitionCallbackReturn.FAILURE
+        if settings.depth_source == "provider" and not predictor.config.data.depth_provider:
+            self.get_logger().error(
+                f"configure failed: depth_source is 'provider' but checkpoint {settings.checkpoint!r} configures no "
+                "depth provider (data.depth_provider); publish depth images and set depth_source:=topic")
+            return TransitionCallbackReturn.FAILURE
+        self.settings, self.predictor = settings, predictor
+        self._reset_inputs()
+        height, width = predictor.config.data.input_size
+        self.get_logger().info(
+            f"configured: {settings.checkpoint} on {predictor.device}, input {width}x{height}, "
+            f"cameras {list(settings.cameras)}, vocabulary {predictor.vocabulary.name!r} "
+            f"({len(predictor.vocabulary.classes)} classes), depth from {settings.depth_source}")
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_activate(self, state: State) -> TransitionCallbackReturn:
+        s = self.settings
+        cameras = s.cameras
+        depth_topics = s.depth_source == "topic"
+        self._reset_inputs()
+        self._sync = ApproximateTimeSync(
+            len(cameras) * (2 if depth_topics else 1), self._on_synced_set, queue_size=s.queue_size,
+            max_interval_ns=int(s.sync_slop_s * 1e9),
+        )
+        self._worker = LatestOnlyWorker(self._process, self._on_worker_error, name="gausstr_inference")
+        self._outputs = {key: self.create_publisher(t, f"~/{key}", OUTPUT_QOS) for key, t in OUTPUT_TYPES.items()}
+        self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", OUTPUT_QOS)
+        self._processing_pub = self.create_publisher(Float64, "~/debug/processing_time_ms", OUTPUT_QOS)
+        self._latency_pub = self.create_publisher(Float64, "~/debug/pipeline_latency_ms", OUTPUT_QOS)
+        image_type = CompressedImage if s.image_transport == "compressed" else Image
+        subs = []
+        for i, camera in enumerate(cameras):
+            subs.append(self.create_subscription(
+                image_type, f"~/input/{camera}/image", lambda m, i=i: self._on_stream(i, m), SENSOR_QOS))
+            subs.append(self.create_subscription(
+                CameraInfo, f"~/input/{camera}/camera_info", lambda m, i=i: self._on_camera_info(i, m), SENSOR_QOS))
+            if depth_topics:
+                k = len(cameras) + i
+                subs.append(self.create_subscription(
+                    Image, f"~/input/{camera}/depth", lambda m, k=k: self._on_stream(k, m), SENSOR_QOS))
+        subs.append(self.create_subscription(TFMessage, "/tf", lambda m: self._on_tf(m, False), TF_QOS))
+        subs.append(self.create_subscription(TFMessage, "/tf_static", lambda m: self._on_tf(m, True), TF_STATIC_QOS))
+        self._diag_timer = self.create_timer(DIAGNOSTICS_PERIOD_S, self._publish_diagnostics)
+        self._stream_subscriptions = subs
+        self._stream_publishers = [*self._outputs.values(), self._diag_pub, self._processing_pub, self._latency_pub]
+        self.get_logger().info(f"active: waiting for {len(cameras)} camera streams"
+                               f"{' with depth' if depth_topics else ''}")
+        return super().on_activate(state)
+
+    def on_deactivate(self, state: State) -> TransitionCallbackReturn:
+        self._stop_streams()
+        self.get_logger().info("deactivated")
+        return super().on_deactivate(state)
+
+    def on_cleanup(self, state: State) -> TransitionCallbackReturn:
+        self.release()
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_shutdown(self, state: State) -> TransitionCallbackReturn:
+        self.release()
+        return TransitionCallbackReturn.SUCCESS
+
+    def release(self) -> None:
+        """Stop streaming and drop the model (GPU memory freed)."""
+        self._stop_streams()
+        self.predictor = None
+        _free_gpu_memory()
+
+    def _stop_streams(self) -> None:
+        if self._worker is not None:
+            self._worker.stop()
+            self._worker = None
+        for sub in self._stream_subscriptions:
+            self.destroy_subscription(sub)
+        for pub in self._stream_publishers:
+            self.destroy_publisher(pub)
+        if self._diag_timer is not None:
+            self.destroy_timer(self._diag_timer)
+        self._stream_subscriptions, self._stream_publishers, self._diag_timer = [], [], None
+        self._outputs, self._sync = {}, None
+        _free_gpu_memory()
+
+    def _reset_inputs(self) -> None:
+        cameras = self.settings.cameras
+        self._tf = TransformBuffer()
+        self._intrinsics: list[CameraIntrinsics | None] = [None] * len(cameras)
+        self._health = InputHealth(cameras)
+        self._marker_state = MarkerPublisherState()
+        self._waiting_for: str | None = None  # what calibration is missing, while deferred
+        self._started = False
+        self._last_timings: dict[str, float] = {}
+
+    # --- input callbacks (executor thread) ---
+
+    def _on_stream(self, index: int, msg: Image | CompressedImage) -> None:
+        cameras = self.settings.cameras
+        camera = cameras[index % len(cameras)]
+        if index < len(cameras):
+            self._health.received(camera)
+        sync = self._sync
+        if sync is None:
+            return
+        before = sync.stats.out_of_order[index]
+        sync.add(index, stamp_to_ns(msg.header.stamp), (msg, time.monotonic()))
+        if sync.stats.out_of_order[index] > before:
+            kind = "image" if index < len(cameras) else "depth"
+            self._problem("out-of-order stamp", camera, f"{kind} stamp {stamp_to_ns(msg.header.stamp) * 1e-9:.3f} s "
+                          "is not newer than the previous one: dropped")
+
+    def _on_camera_info(self, index: int, msg: CameraInfo) -> None:
+        camera = self.settings.cameras[index]
+        try:
+            info = parse_camera_info(msg)
+        except ImageDecodeError as err:
+            kept = " (keeping the previous calibration)" if self._intrinsics[index] is not None else ""
+            self._problem("camera_info", camera, f"{err}{kept}")
+            return
+        with self._calibration_lock:
+            self._intrinsics[index] = info
+
+    def _on_tf(self, msg: TFMessage, static: bool) -> None:
+        try:
+            self._tf.add_message(msg, static=static)
+        except ValueError as err:
+            self._problem("tf", "/tf_static" if static else "/tf", str(err))
+
+    def _on_synced_set(self, synced: SyncedSet) -> None:
+        cameras = self.settings.cameras
+        n = len(cameras)
+        messages = [m for m, _ in synced.messages]
+        images, depths = tuple(messages[:n]), (tuple(messages[n:]) if len(messages) > n else None)
+        missing = self._missing_calibration(images)
+        with self._calibration_lock:
+            if missing:
+                if self._waiting_for is None and not self._started:
+                    self.get_logger().info(f"start deferred until the calibration is complete: {missing}")
+                self._waiting_for = missing
+                return
+            if self._waiting_for is not None or not self._started:
+                self.get_logger().info("calibration complete: processing camera sets")
+            self._waiting_for, self._started = None, True
+            intrinsics = list(self._intrinsics)
+        frame_set = FrameSet(synced.stamps_ns[:n], images, depths, min(t for _, t in synced.messages))
+        worker = self._worker
+        if worker is not None:
+            worker.submit((frame_set, intrinsics))
+
+    def _missing_calibration(self, images: tuple[Image | CompressedImage, ...]) -> str:
+        """'' when every camera has a CameraInfo and a transform to base_frame, else what is missing
+        (each missing item also counted as a problem)."""
+        base = self.settings.base_frame
+        no_info, no_tf = [], []
+        for camera, info, msg in zip(self.settings.cameras, self._intrinsics, images):
+            if info is None:
+                no_info.append(camera)
+                self._problem("camera_info", camera, "no valid CameraInfo received yet", log=False)
+            frame = msg.header.frame_id
+            if not frame or not self._tf.can_transform(base, frame, stamp_to_ns(msg.header.stamp)):
+                no_tf.append(f"{base} <- {frame or '<empty frame_id>'}")
+                self._problem("tf", camera, f"no transform {base} <- {frame or '<empty frame_id>'} yet")
+        parts = ([f"no CameraInfo from {no_info}"] if no_info else []) + ([f"no transform {no_tf}"] if no_tf else [])
+        return "; ".join(parts)
+
+    # --- inference (worker thread) ---
+
+    def _process(self, item: tuple[FrameSet, list[CameraIntrinsics]]) -> None:
+        frame_set, intrinsics = item
+        settings, predictor = self.settings, self.predictor
+        start = time.perf_counter()
+        cam2base = camera_to_base(self._tf, settings.base_frame, settings.cameras, frame_set.images)
+        decoded = decode_views(frame_set, settings.cameras, intrinsics, cam2base,
+                               tuple(predictor.config.data.input_size), predictor.device)
+        prediction = predictor.predict(decoded.views)
+        built = time.perf_counter()
+        header = make_header(settings.base_frame, frame_set.stamps_ns[0])
+        outputs = build_outputs(prediction, header, _output_options(settings), self._marker_state)
+        published = time.perf_counter()
+        for key, msg in outputs.items():
+            self._outputs[key].publish(msg)
+        end = time.perf_counter()
+        processing_ms = (end - start) * 1e3
+        pipeline_ms = (time.monotonic() - frame_set.arrival_s) * 1e3
+        self._processing_pub.publish(Float64(data=processing_ms))
+        self._latency_pub.publish(Float64(data=pipeline_ms))
+        self._health.output(pipeline_ms, processing_ms)
+        self._last_timings = {"decode": decoded.decode_ms, **prediction.timings,
+                              "messages": (published - built) * 1e3, "publish": (end - published) * 1e3}
+
+    def _on_worker_error(self, item: Any, err: BaseException) -> None:
+        if isinstance(err, InputError):
+            self._problem(err.kind, err.source, err.message)
+        else:
+            detail = "".join(traceback.format_exception_only(type(err), err)).strip()
+            if self._health.problem("inference", "predictor", detail):
+                self.get_logger().error(f"inference failed (set skipped): {detail}\n{traceback.format_exc()}")
+
+    # --- diagnostics, problems, parameters ---
+
+    def _problem(self, kind: str, source: str, message: str, log: bool = True) -> None:
+        if self._health.problem(kind, source, message) and log:
+            self.get_logger().warning(f"{kind} ({source}): {message}")
+
+    def _publish_diagnostics(self) -> None:
+        stale = self._health.stale_cameras()
+        if self._started and stale and len(stale) < len(self.settings.cameras):
+            for camera in stale:
+                self._problem("stale camera", camera, "no image for over 1 s while other cameras publish: "
+                              "no camera set can be formed")
+        sync_stats, worker_stats = self._sync.stats, self._worker.stats
+        pipeline = {
+            "state": "running" if self._started else "waiting for calibration",
+            "camera sets": sync_stats.sets,
+            "sets processed": worker_stats.processed - worker_stats.failed,
+            "sets dropped (model busy)": worker_stats.dropped,
+            "sets failed": worker_stats.failed,
+            "sync overflow drops": sum(sync_stats.dropped_overflow),
+            "out-of-order drops": sum(sync_stats.out_of_order),
+            **{f"{stage} ms (last)": f"{ms:.1f}" for stage, ms in self._last_timings.items()},
+        }
+        waiting = self._waiting_for
+        problem = f"waiting for calibration: {waiting}" if waiting else ""
+        self._diag_pub.publish(self._health.diagnostics(self.get_name(), self.get_clock().now().to_msg(), pipeline,
+                                                        problem))
+
+    def _on_set_parameters(self, params: list[Parameter]) -> SetParametersResult:
+        for p in params:
+            reason = check_parameter(p.name, p.value)
+            if reason:
+                return SetParametersResult(successful=False, reason=reason)
+        if self.settings is None:
+            return SetParametersResult(successful=True)
+        changes = {p.name: p.value for p in params if p.name in LIVE_PARAMETERS}
+        for name in changes:
+            if isinstance(changes[name], list):
+                changes[name] = tuple(changes[name])
+        settings = dataclasses.replace(self.settings, **changes)
+        if settings.bev_z_max < settings.bev_z_min:
+            return SetParametersResult(successful=False, reason=f"bev_z_max ({settings.bev_z_max}) must be >= "
+                                                                f"bev_z_min ({settings.bev_z_min})")
+        vocab_changed = {"vocabulary_file", "vocabulary_prompts"} & set(changes)
+        if vocab_changed and self.predictor is not None:
+            try:
+                self._set_vocabulary(settings)
+            except Exception as err:  # noqa: BLE001 -- rejected with the reason, the old vocabulary stays
+                return SetParametersResult(successful=False, reason=f"vocabulary not changed: {err}")
+        later = sorted({p.name for p in params} - LIVE_PARAMETERS - {"use_sim_time"})
+        if later:
+            self.get_logger().info(f"parameters {later} take effect at the next configure")
+        self.settings = settings
+        return SetParametersResult(successful=True)
+
+    def _set_vocabulary(self, settings: NodeSettings) -> None:
+        predictor = self.predictor
+        choice = _vocabulary_choice(settings)
+        if choice is None:
+            inference = predictor.config.inference
+            predictor.set_vocabulary(inference.vocabulary, inference.prototypes or None)
+        else:
+            predictor.set_vocabulary(choice)
+        vocabulary = predictor.vocabulary
+        self._marker_state = MarkerPublisherState(previous_count=self._marker_state.previous_count)
+        self.get_logger().info(f"vocabulary now {vocabulary.name!r}: {vocabulary.class_names} "
+                               f"(free: {vocabulary.free_class})")
+
+
+def _vocabulary_choice(settings: NodeSettings) -> Vocabulary | str | None:
+    """The vocabulary the parameters ask for: inline prompts, else a file, else None (the checkpoint's)."""
+    if settings.vocabulary_prompts.strip():
+        return parse_vocabulary_prompts(settings.vocabulary_prompts)
+    return settings.vocabulary_file or None
+
+
+def _output_options(settings: NodeSettings) -> OutputOptions:
+    return OutputOptions(
+        publish_points=settings.publish_points, max_points=settings.max_points, publish_bev=settings.publish_bev,
+        bev_z_band=(settings.bev_z_min, settings.bev_z_max), bev_obstacle_classes=settings.bev_obstacle_classes,
+        publish_gaussians=settings.publish_gaussians, publish_markers=settings.publish_markers,
+        max_markers=settings.max_markers, marker_sigma_k=settings.marker_sigma_k,
+    )
+
+
+def _free_gpu_memory() -> None:
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Console entry point: `occupancy_node --ros-args -p checkpoint:=model.pth -r ...`."""
+    rclpy.init(args=argv if argv is not None else sys.argv)
+    node = OccupancyNode()
+    executor = SingleThreadedExecutor()
+    executor.add_node(node)
+    try:
+        if node.get_parameter("autostart").value and not node.autostart():
+            node.get_logger().error("autostart did not reach the active state; the node stays up (lifecycle "
+                                    "services: configure it again after fixing the parameters)")
+        executor.spin()
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        node.release()
+        executor.shutdown()
+        node.destroy_node()
+        rclpy.try_shutdown()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
