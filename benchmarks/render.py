@@ -20,8 +20,7 @@ import torch
 
 from gausstr_core.geometry import make_transform, quat_to_rotmat, resize_crop_matrix, rotmat_to_quat, unproject_pixels
 from gausstr_core.render import project_gaussians, render_gaussians
-from gausstr_core.render.projection import ALPHA_THRESHOLD
-from gausstr_core.render.render import EPS2D
+from gausstr_core.render.projection import ALPHA_THRESHOLD, EPS2D
 
 # (fx=fy, cx, cy, translation, rotation wxyz), REFERENCE.md section 3
 RIG = (
@@ -142,9 +141,9 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
-    scenes = {
-        "6 views 112x200, 1800 Gaussians, 128 channels": nuscenes_scene(300, 128, 0.125, (112, 200)),
+    scenes = {  # smallest first, so each peak-RSS growth is that scene's own
         "6 views 112x200, 768 Gaussians, 32 channels (tiny config)": nuscenes_scene(128, 32, 0.125, (112, 200)),
+        "6 views 112x200, 1800 Gaussians, 128 channels": nuscenes_scene(300, 128, 0.125, (112, 200)),
     }
     print(f"CPU, PyTorch path, {args.threads} threads, best of {args.repeats}:")
     for name, scene in scenes.items():
@@ -166,7 +165,8 @@ def main() -> None:
     if not torch.cuda.is_available():
         print("CUDA not available: gsplat comparison skipped")
         return
-    cuda = {k: (v.cuda() if isinstance(v, torch.Tensor) else v) for k, v in scenes[next(iter(scenes))].items()}
+    full = scenes["6 views 112x200, 1800 Gaussians, 128 channels"]
+    cuda = {k: (v.cuda() if isinstance(v, torch.Tensor) else v) for k, v in full.items()}
     fast, ref = render_gaussians(**cuda, backend="gsplat"), render_gaussians(**cuda, backend="torch")
     for name in ("features", "depth", "alpha"):
         diff = (getattr(fast, name) - getattr(ref, name)).abs().max().item()

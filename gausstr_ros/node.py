@@ -70,6 +70,7 @@ from gausstr_ros.tf_buffer import TransformBuffer
 
 NODE_NAME = "gausstr_occupancy"
 DIAGNOSTICS_PERIOD_S = 1.0
+CALIBRATION_GRACE_S = 2.0  # missing calibration is logged as a warning after this long
 
 
 class OccupancyNode(LifecycleNode):
@@ -201,7 +202,9 @@ class OccupancyNode(LifecycleNode):
         self._health = InputHealth(cameras)
         self._marker_state = MarkerPublisherState()
         self._waiting_for: str | None = None  # what calibration is missing, while deferred
+        self._waiting_since: float | None = None  # monotonic s
         self._started = False
+        self._pending: FrameSet | None = None  # newest set waiting for calibration
         self._last_timings: dict[str, float] = {}
 
     # --- input callbacks (executor thread) ---
@@ -231,49 +234,64 @@ class OccupancyNode(LifecycleNode):
             return
         with self._calibration_lock:
             self._intrinsics[index] = info
+        self._submit_pending()
 
     def _on_tf(self, msg: TFMessage, static: bool) -> None:
         try:
             self._tf.add_message(msg, static=static)
         except ValueError as err:
             self._problem("tf", "/tf_static" if static else "/tf", str(err))
+            return
+        self._submit_pending()
 
     def _on_synced_set(self, synced: SyncedSet) -> None:
-        cameras = self.settings.cameras
-        n = len(cameras)
+        n = len(self.settings.cameras)
         messages = [m for m, _ in synced.messages]
-        images, depths = tuple(messages[:n]), (tuple(messages[n:]) if len(messages) > n else None)
-        missing = self._missing_calibration(images)
+        frame_set = FrameSet(synced.stamps_ns[:n], tuple(messages[:n]),
+                             tuple(messages[n:]) if len(messages) > n else None,
+                             min(t for _, t in synced.messages))
         with self._calibration_lock:
+            self._pending = frame_set
+        self._submit_pending()
+
+    def _submit_pending(self) -> None:
+        """Hand the newest set to the worker once the calibration is complete; until then the set is
+        kept (the newest one only) and retried whenever a CameraInfo or transform arrives."""
+        with self._calibration_lock:
+            frame_set = self._pending
+            if frame_set is None:
+                return
+            missing = self._missing_calibration(frame_set.images)
             if missing:
-                if self._waiting_for is None and not self._started:
-                    self.get_logger().info(f"start deferred until the calibration is complete: {missing}")
-                self._waiting_for = missing
+                summary = "; ".join(f"{camera}: {message}" for _, camera, message in missing)
+                now = time.monotonic()
+                if self._waiting_since is None:
+                    self._waiting_since = now
+                    if not self._started:
+                        self.get_logger().info(f"start deferred until the calibration is complete ({summary})")
+                for kind, camera, message in missing:  # warnings only once waiting is no longer start-up noise
+                    self._problem(kind, camera, message, log=now - self._waiting_since > CALIBRATION_GRACE_S)
+                self._waiting_for = summary
                 return
             if self._waiting_for is not None or not self._started:
                 self.get_logger().info("calibration complete: processing camera sets")
-            self._waiting_for, self._started = None, True
+            self._waiting_for, self._waiting_since, self._started, self._pending = None, None, True, None
             intrinsics = list(self._intrinsics)
-        frame_set = FrameSet(synced.stamps_ns[:n], images, depths, min(t for _, t in synced.messages))
         worker = self._worker
         if worker is not None:
             worker.submit((frame_set, intrinsics))
 
-    def _missing_calibration(self, images: tuple[Image | CompressedImage, ...]) -> str:
-        """'' when every camera has a CameraInfo and a transform to base_frame, else what is missing
-        (each missing item also counted as a problem)."""
+    def _missing_calibration(self, images: tuple[Image | CompressedImage, ...]) -> list[tuple[str, str, str]]:
+        """(kind, camera, message) of every missing CameraInfo and camera transform (under the lock)."""
         base = self.settings.base_frame
-        no_info, no_tf = [], []
+        missing = []
         for camera, info, msg in zip(self.settings.cameras, self._intrinsics, images):
             if info is None:
-                no_info.append(camera)
-                self._problem("camera_info", camera, "no valid CameraInfo received yet", log=False)
-            frame = msg.header.frame_id
-            if not frame or not self._tf.can_transform(base, frame, stamp_to_ns(msg.header.stamp)):
-                no_tf.append(f"{base} <- {frame or '<empty frame_id>'}")
-                self._problem("tf", camera, f"no transform {base} <- {frame or '<empty frame_id>'} yet")
-        parts = ([f"no CameraInfo from {no_info}"] if no_info else []) + ([f"no transform {no_tf}"] if no_tf else [])
-        return "; ".join(parts)
+                missing.append(("camera_info", camera, "no valid CameraInfo received yet"))
+            frame = msg.header.frame_id or "<empty frame_id>"
+            if not msg.header.frame_id or not self._tf.can_transform(base, frame, stamp_to_ns(msg.header.stamp)):
+                missing.append(("tf", camera, f"no transform {base} <- {frame} yet"))
+        return missing
 
     # --- inference (worker thread) ---
 

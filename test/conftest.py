@@ -42,3 +42,24 @@ def ros_domain_id(monkeypatch: pytest.MonkeyPatch) -> int:
 @pytest.fixture(scope="session")
 def repo_root() -> Path:
     return REPO_ROOT
+
+
+# Training tests (test_train_*.py): config/tiny.yaml on a tiny synthetic world, two 56x96 cameras.
+TINY_TRAIN_OVERRIDES = (
+    "data.input_size=[56,96]",
+    "data.cameras=[CAM_FRONT,CAM_BACK]",
+    "train.log_every=1000",
+    "train.image_log_every=1000",
+)
+
+
+@pytest.fixture(scope="module")
+def tiny_train_args(tmp_path_factory: pytest.TempPathFactory) -> list[str]:
+    """`gausstr-train` arguments (no work dir) for a world of 1 scene x 5 keyframes, 96x56
+    images, patch-8 caches, generated once per module (~3 s)."""
+    from gausstr_core.data.synthetic.generate import SynthOptions, generate_dataset
+
+    root = tmp_path_factory.mktemp("train_world")
+    options = SynthOptions(scenes=1, samples_per_scene=5, sweeps=False, image_size=(96, 56), patch_size=8)
+    generate_dataset(root, options)
+    return [str(REPO_ROOT / "config" / "tiny.yaml"), *TINY_TRAIN_OVERRIDES, "--data", str(root), "--device", "cpu"]

@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from gausstr_core.config import load_config
+from gausstr_core.cli.run_config import run_config
+from gausstr_core.config import Config, load_config
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -16,6 +17,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("config", help="config YAML (e.g. config/tiny.yaml)")
     parser.add_argument("overrides", nargs="*", help="dotted overrides, e.g. train.lr=1e-4 data.dataroot=/data")
+    parser.add_argument("--data", help="dataset root (nuScenes layout: <version>/, samples/, gts/, cache/), e.g. "
+                        "a gausstr-synth folder; sets data.dataroot, occ_root, cache_root and version")
     parser.add_argument("--work-dir", help="output folder (overrides train.work_dir)")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda (default: auto)")
     parser.add_argument("--resume", nargs="?", const="auto", default=None,
@@ -26,11 +29,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def config_from_args(args: argparse.Namespace) -> Config:
+    """The run's Config: the YAML, then --data, then the dotted overrides, then --work-dir."""
     overrides = list(args.overrides) + ([f"train.work_dir={args.work_dir}"] if args.work_dir else [])
+    return run_config(load_config(args.config), None, args.data, overrides)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_intermixed_args(argv)
     try:
-        config = load_config(args.config, overrides)
+        config = config_from_args(args)
         from gausstr_core.train.loop import train
 
         result = train(config, device=args.device, resume=args.resume, max_steps=args.max_steps,

@@ -7,6 +7,8 @@ import warnings
 
 import torch
 
+from gausstr_core.render.projection import EPS2D
+
 CHANNEL_CHUNK = 32
 _WORKS: dict[torch.device, bool] = {}
 
@@ -47,7 +49,7 @@ def rasterize_gsplat(
             height=height,
             near_plane=near,
             far_plane=far,
-            eps2d=0.3,
+            eps2d=EPS2D,
             packed=False,
             render_mode="RGB+D",
             rasterize_mode="classic",

@@ -16,6 +16,7 @@ from gausstr_core.geometry import covariance_from_scale_rotation, quat_to_rotmat
 
 ALPHA_THRESHOLD = 1.0 / 255.0  # gsplat: alphas below this are skipped
 MAX_EXTEND = 3.33  # gsplat: bounding-box half-size in standard deviations
+EPS2D = 0.3  # gsplat's default low-pass blur added to every 2D covariance, pixels^2
 
 
 @dataclass
@@ -42,7 +43,7 @@ def project_gaussians(
     ks: torch.Tensor,
     image_size: tuple[int, int],
     opacities: torch.Tensor | None = None,
-    eps2d: float = 0.3,
+    eps2d: float = EPS2D,
     near: float = 0.01,
     far: float = 1e10,
 ) -> ProjectedGaussians:
@@ -63,7 +64,7 @@ def project_gaussians(
     x, y, z = means_c.unbind(-1)  # (B, N, G)
     fx, fy = ks[..., 0, 0, None], ks[..., 1, 1, None]  # (B, N, 1)
     cx, cy = ks[..., 0, 2, None], ks[..., 1, 2, None]
-    margin_x, margin_y = 0.3 * 0.5 * width / fx, 0.3 * 0.5 * height / fy
+    margin_x, margin_y = 0.3 * 0.5 * width / fx, 0.3 * 0.5 * height / fy  # 30% of the half-FOV tangent
     tx = z * torch.minimum(torch.maximum(x / z, -(cx / fx + margin_x)), (width - cx) / fx + margin_x)
     ty = z * torch.minimum(torch.maximum(y / z, -(cy / fy + margin_y)), (height - cy) / fy + margin_y)
     zero = torch.zeros_like(z)

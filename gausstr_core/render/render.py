@@ -8,17 +8,17 @@ import torch
 
 from gausstr_core.geometry import pixel_to_input_matrix
 from gausstr_core.render.gsplat_backend import gsplat_works, rasterize_gsplat
-from gausstr_core.render.projection import project_gaussians
+from gausstr_core.render.projection import EPS2D, project_gaussians
 from gausstr_core.render.rasterize_torch import rasterize_torch
 
 BACKENDS = ("auto", "gsplat", "torch")
-EPS2D = 0.3
 
 
 @dataclass
 class RenderOutput:
     """features: (B, N, D, H, W) sum_i w_i f_i; depth: (B, N, H, W) sum_i w_i z_i, m (accumulated,
-    not divided by alpha: gsplat 'RGB+D'); alpha: (B, N, H, W) accumulated opacity in [0, 1]."""
+    not divided by alpha: gsplat 'RGB+D'); alpha: (B, N, H, W) accumulated opacity in [0, 1].
+    Both backends render channel-last, so the tensors are strided views (not contiguous)."""
 
     features: torch.Tensor
     depth: torch.Tensor

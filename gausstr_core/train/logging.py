@@ -55,7 +55,8 @@ class TrainLogger:
             return
         g = gaussians.detach()[0:1].float()
         target = features[0, 0:1].float()  # (1, C, h, w)
-        basis = pca_project(target, q=3)
+        with torch.random.fork_rng(devices=[]):  # pca_lowrank draws random numbers: keep training's stream
+            basis = pca_project(target, q=3)
         out = render_gaussians(
             means=g.means,
             quats=g.quats,

@@ -204,7 +204,9 @@ class _Trainer:
         grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.train.grad_clip)
         self.optimizer.step()
         self.scheduler.step()
-        terms = {k: all_reduce_mean(v.detach().float(), self.info) for k, v in terms.items()}
+        names = sorted(terms)
+        averaged = all_reduce_mean(torch.stack([terms[k].detach().float() for k in names]), self.info)
+        terms = dict(zip(names, averaged))
         terms["grad_norm"] = grad_norm.detach()
         terms["lr"] = torch.tensor(self.scheduler.get_last_lr()[0])
         self._last = (layers[-1], features, batch)
@@ -221,11 +223,17 @@ class _Trainer:
             save_config(self.config, Path(cfg.work_dir) / "config.yaml")
         self.model.train()
         start, losses, last_ckpt = time.monotonic(), [], None
-        total_steps = cfg.epochs * self.iters_per_epoch
-        stop = False
+
+        def out_of_budget() -> bool:
+            return (max_steps is not None and self.step >= max_steps) or (
+                max_seconds is not None and time.monotonic() - start >= max_seconds
+            )
+
+        stop = out_of_budget()
         while self.epoch < cfg.epochs and not stop:
             self.sampler.set_epoch(self.epoch, start=self.consumed * cfg.batch_size)
             self.logger.start_epoch(self.epoch, self.iters_per_epoch, self.consumed)
+            saved_step = None
             for batch in self.loader:
                 tic = time.monotonic()
                 terms = self.train_step(batch)
@@ -236,19 +244,16 @@ class _Trainer:
                 if self.step % cfg.image_log_every == 0:
                     self.logger.log_images(self.step, *self._last, self.config)
                 if self.step % cfg.checkpoint_every == 0:
-                    last_ckpt = self.save()
-                out_of_budget = (max_steps is not None and self.step >= max_steps) or (
-                    max_seconds is not None and time.monotonic() - start >= max_seconds
-                )
-                if out_of_budget or self.step >= total_steps:
-                    stop = out_of_budget
+                    last_ckpt, saved_step = self.save(), self.step
+                stop = out_of_budget()
+                if stop:
                     break
             if self.consumed >= self.iters_per_epoch:
                 self.epoch += 1
                 self.consumed = 0
                 last_ckpt = self.save()
                 self.save(f"epoch_{self.epoch}.pt")
-            elif stop:
+            elif saved_step != self.step:
                 last_ckpt = self.save()
             self.logger.end_epoch()
         self.logger.close()

@@ -34,6 +34,8 @@ def draw_cameras(
     columns = [("image", inputs.images), ("input depth", inputs.depths), ("rendered depth", rendered)]
     columns = [(name, values) for name, values in columns if values is not None]
     axes = fig.subplots(len(camera_names), len(columns), squeeze=False)
+    fig.subplots_adjust(left=0.01, right=0.9, top=1 - 0.3 / fig.get_figheight(), bottom=0.01, wspace=0.03,
+                        hspace=0.18)
     mappable = None
     for row, camera in enumerate(camera_names):
         for col, (name, values) in enumerate(columns):
@@ -50,8 +52,7 @@ def draw_cameras(
             ax.set_yticks([])
             ax.set_title(f"{camera}: {name}", fontsize=8)
     if mappable is not None:
-        depth_axes = [axes[r, c] for r in range(len(camera_names)) for c, (n, _) in enumerate(columns) if n != "image"]
-        fig.colorbar(mappable, ax=depth_axes, label="depth (m)", shrink=0.6)
+        fig.colorbar(mappable, cax=fig.add_axes((0.92, 0.25, 0.015, 0.5)), label="depth (m)")
 
 
 def _to_cpu(inputs: PreparedViews) -> PreparedViews:

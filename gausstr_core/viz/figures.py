@@ -4,7 +4,8 @@ Files (each with the given prefix): bev.png (top-most class per column, predicti
 voxels_3d.png (oblique 3D voxel view, prediction | ground truth), gaussians_bev.png (Gaussians as
 1-sigma ellipses coloured by class), cameras.png (per camera: image | input depth | rendered depth;
 only with the camera inputs). The ground truth is shown inside its camera mask (the voxels scored).
-Figures are drawn without pyplot (no display, no global state).
+Figures are drawn without pyplot (no display, no global state) and laid out by hand (constrained
+layout doubles the drawing time).
 """
 
 from __future__ import annotations
@@ -54,32 +55,35 @@ def save_prediction_figures(
                 legend[names[value]] = colors[value]
     written = []
 
-    fig = Figure(figsize=(6 * len(panels), 6.8), layout="constrained")
+    fig = Figure(figsize=(6 * len(panels), 7))
+    fig.subplots_adjust(left=0.08, right=0.98, top=0.95, wspace=0.25)
     for i, (title, labels, free, colors, _) in enumerate(panels):
         draw_bev(fig.add_subplot(1, len(panels), i + 1), labels, free, colors, grid, f"{title}: bird's-eye view")
     add_class_legend(fig, legend)
     written.append(_save(fig, out_dir / f"{prefix}bev.png"))
 
-    fig = Figure(figsize=(7 * len(panels), 6.5), layout="constrained")
+    fig = Figure(figsize=(7 * len(panels), 5.5))
+    fig.subplots_adjust(left=0.0, right=1.0, top=1.0, wspace=0.05)
     for i, (title, labels, free, colors, _) in enumerate(panels):
         draw_voxels_3d(fig.add_subplot(1, len(panels), i + 1, projection="3d"), labels, free, colors, grid, title)
     add_class_legend(fig, legend)
     written.append(_save(fig, out_dir / f"{prefix}voxels_3d.png"))
 
     gaussians = prediction.gaussians.to("cpu")
-    fig = Figure(figsize=(7, 7.6), layout="constrained")
+    fig = Figure(figsize=(7, 8))
+    fig.subplots_adjust(left=0.12, right=0.96, top=0.95)
     labels = prediction.gaussian_labels.cpu().numpy()
     draw_gaussians_bev(
         fig.add_subplot(1, 1, 1), gaussians.means[0].numpy(), gaussians.covariances[0].numpy(),
         gaussians.opacities[0].numpy(), panels[0][3][labels], grid, "Gaussians by class",
     )
-    add_class_legend(fig, {prediction.class_names[v]: panels[0][3][v] for v in np.unique(labels)})
+    add_class_legend(fig, {prediction.class_names[v]: panels[0][3][v] for v in np.unique(labels)}, columns=4)
     written.append(_save(fig, out_dir / f"{prefix}gaussians_bev.png"))
 
     if inputs is not None:
         if camera_names is None or input_size is None:
             raise ValueError("save_prediction_figures: camera pictures need camera_names and input_size")
-        fig = Figure(figsize=(11, 2.1 * len(camera_names) + 0.6), layout="constrained")
+        fig = Figure(figsize=(11, 2.1 * len(camera_names) + 0.4))
         draw_cameras(fig, inputs, prediction.gaussians, list(camera_names), input_size)
         written.append(_save(fig, out_dir / f"{prefix}cameras.png"))
     return written

@@ -47,7 +47,7 @@ def draw_bev(ax: Axes, labels: np.ndarray, free_label: int, colors: np.ndarray, 
 
 def draw_voxels_3d(
     ax: Axes, labels: np.ndarray, free_label: int, colors: np.ndarray, grid: VoxelGrid, title: str,
-    max_points: int = 40000, seed: int = 0,
+    max_points: int = 20000, seed: int = 0,
 ) -> None:
     """Occupied voxel centres as an oblique 3D scatter (a seeded subsample of at most max_points).
 
@@ -72,8 +72,10 @@ def draw_voxels_3d(
     ax.set_title(f"{title} ({len(index)} voxels drawn)")
 
 
-def add_class_legend(fig: Figure, entries: dict[str, np.ndarray]) -> None:
-    """Legend below the axes: class name -> (3,) uint8 colour."""
+def add_class_legend(fig: Figure, entries: dict[str, np.ndarray], columns: int = 6) -> None:
+    """Legend along the bottom (class name -> (3,) uint8 colour); leaves room for it and the x labels."""
+    rows = -(-len(entries) // columns)
+    fig.subplots_adjust(bottom=(0.55 + 0.22 * rows) / fig.get_figheight())
     handles = [Patch(facecolor=np.asarray(c) / 255.0, edgecolor="black", label=n) for n, c in entries.items()]
     if handles:
-        fig.legend(handles=handles, loc="outside lower center", ncol=min(6, len(handles)), fontsize=8, frameon=False)
+        fig.legend(handles=handles, loc="lower center", ncol=min(columns, len(handles)), fontsize=8, frameon=False)
