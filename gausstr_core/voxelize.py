@@ -45,6 +45,7 @@ DEFAULT_EPS = 1e-6  # m^2 added to every covariance diagonal
 RELATIVE_EPS = 1e-5  # times the mean variance, also added to the diagonal
 FEATURE_EPS = 1e-6  # density floor when normalising features
 _MASKED = -1e30  # log2-weight of voxels outside a Gaussian's box (finite: keeps gradients NaN-free)
+_MASKED_Z = 1e15  # scaled z offset outside the box: its square is a finite, huge penalty
 _NEG_HALF_LOG2E = -0.5 / math.log(2.0)
 
 
@@ -104,42 +105,70 @@ def voxelize_gaussians(
     if bool((info != 0).any()):
         bad = torch.nonzero(info != 0).flatten()[:5].tolist()
         raise ValueError(f"voxelize_gaussians: covariances {bad} are not positive semi-definite")
-    precisions = (torch.cholesky_inverse(chol) * _NEG_HALF_LOG2E).to(dtype)  # log2-weight = d^T P d
+    precisions = torch.cholesky_inverse(chol) * _NEG_HALF_LOG2E  # float64; log2-weight = d^T P d
+    tables = _conditional_tables(precisions).to(dtype)  # (N, 6): Schur xx, xy, yy; s; c_x, c_y
     lo, hi = _box_indices(means.detach(), covariances.detach(), grid)
     # Row `num` is a padding Gaussian: empty box, zero weight.
     pad = torch.tensor([[1, 1, 1]], dtype=torch.long, device=device)
     lo, hi = torch.cat([lo, pad]), torch.cat([hi, pad - 1])
     means = torch.cat([means, means.new_zeros(1, 3)])
-    precisions = torch.cat([precisions, precisions.new_zeros(1, 3, 3)])
-    ones = features.new_ones(num, 1, dtype=dtype)
-    sources = opacities.to(dtype)[:, None] * torch.cat([features.to(dtype), ones], 1)  # (N, C + 1): o f, o
-    sources = torch.cat([sources, sources.new_zeros(1, channels + 1)])
+    tables = torch.cat([tables, tables.new_tensor([[-1.0, 0.0, -1.0, 1.0, 0.0, 0.0]])])
+    opacities = torch.cat([opacities.to(dtype), opacities.new_zeros(1, dtype=dtype)])
+    sources = opacities[:, None] * torch.cat([features.to(dtype), features.new_zeros(1, channels, dtype=dtype)])
 
-    units = _plan_units(lo[:num], hi[:num], tile, tiles_per_axis, max(1, chunk_size // tile_voxels))
-    padded = tuple(n * t for n, t in zip(tiles_per_axis, tile))
-    density = means.new_zeros(padded)
-    weighted = means.new_zeros(*padded, channels)
-    # Tile-major views (nx, ny, nz, [C,] tz, tx, ty) of the grids: tile-local voxel order is (z, x, y).
+    budget = max(1, chunk_size // tile_voxels)
+    units = _plan_units(lo[:num], hi[:num], tile, tiles_per_axis, budget)
     (nx, ny, nz), (tx, ty, tz) = tiles_per_axis, tile
-    density_tiles = density.view(nx, tx, ny, ty, nz, tz).permute(0, 2, 4, 5, 1, 3)
-    weighted_tiles = weighted.view(nx, tx, ny, ty, nz, tz, channels).permute(0, 2, 4, 6, 5, 1, 3)
+    padded = (nx * tx, ny * ty, nz * tz)
+    # Grids padded to whole tiles, seen as rows of tz voxels along z: row ((x * Y + y) * nz + z // tz).
+    weighted = means.new_zeros(*padded, channels)
+    density = means.new_zeros(padded)
+    weighted_rows, density_rows = weighted.view(-1, tz, channels), density.view(-1, tz)
+    differentiable = torch.is_grad_enabled() and any(
+        t.requires_grad for t in (means, covariances, opacities, features)
+    )
+    # Without autograd every chunk reuses two scratch buffers (fresh large buffers cost page faults).
+    scratch_size = max(budget, channels + 1) * tile_voxels
+    scratch = None if differentiable else (means.new_empty(scratch_size), means.new_empty(scratch_size))
     tile_coords = _tile_coords(tiles_per_axis, device)
-    for tiles, slots in _chunks(units, num, chunk_size // tile_voxels):
+    for tiles, slots in _chunks(units, num, budget, channels + 1):
         coords = tile_coords[tiles]  # (U, 3) tile index along x, y, z
-        weights = _tile_weights(coords, tile, grid, means[slots], precisions[slots], lo[slots], hi[slots])
-        contrib = torch.bmm(sources[slots].transpose(1, 2), weights)  # (U, C + 1, tile voxels)
-        contrib = contrib.view(-1, channels + 1, tz, tx, ty)
-        at = tuple(coords.unbind(-1))
-        weighted_tiles.index_put_(at, contrib[:, :channels], accumulate=True)
-        density_tiles.index_put_(at, contrib[:, channels], accumulate=True)
+        shape = (*slots.shape, tx * ty, tz)
+        out = None if scratch is None else scratch[0][: math.prod(shape)].view(shape)
+        weights = _tile_weights(coords, tile, grid, means[slots], tables[slots], lo[slots], hi[slots], out)
+        shape = (slots.shape[0], tile_voxels, channels)
+        out = None if scratch is None else scratch[1][: math.prod(shape)].view(shape)
+        weights = weights.flatten(2)  # (U, K, tile voxels)
+        column = (coords[:, 0, None, None] * tx + torch.arange(tx, device=device)[:, None]) * padded[1]
+        column = column + coords[:, 1, None, None] * ty + torch.arange(ty, device=device)
+        rows = (column * nz + coords[:, 2, None, None]).flatten()  # the U tiles' rows, x-major
+        contrib = torch.bmm(weights.transpose(1, 2), sources[slots], out=out)  # (U, tile voxels, C): sum o w f
+        weighted_rows.index_add_(0, rows, contrib.view(-1, tz, channels))
+        density_rows.index_add_(0, rows, torch.bmm(opacities[slots][:, None], weights).view(-1, tz))
 
     floor = density.clamp(min=FEATURE_EPS)[..., None]
     # In place when nothing needs gradients: saves a second grid-sized buffer.
-    features = weighted / floor if weighted.requires_grad else weighted.div_(floor)
+    features = weighted / floor if differentiable else weighted.div_(floor)
     if padded != dims:
         crop = tuple(slice(0, d) for d in dims)
         return density[crop].contiguous(), features[crop].contiguous()
     return density, features
+
+
+def _conditional_tables(precisions: torch.Tensor) -> torch.Tensor:
+    """Per-Gaussian coefficients of d^T P d = q(dx, dy) - (s dz - c_x dx - c_y dy)^2.
+
+    precisions (N, 3, 3) negative definite. q is the Schur-complement form of (dx, dy) (<= 0) and
+    the second term the conditional 1D profile along z (<= 0), so no cancellation can make a
+    log-weight positive. Returns (N, 6): q_xx, 2 q_xy, q_yy, s = sqrt(-P_zz), c_x, c_y.
+    """
+    p = precisions
+    s = (-p[:, 2, 2]).sqrt()
+    c_x, c_y = p[:, 0, 2] / s, p[:, 1, 2] / s
+    q_xx = p[:, 0, 0] + c_x * c_x
+    q_xy = p[:, 0, 1] + c_x * c_y
+    q_yy = p[:, 1, 1] + c_y * c_y
+    return torch.stack([q_xx, 2 * q_xy, q_yy, s, c_x, c_y], -1)
 
 
 def _tile_weights(
@@ -147,15 +176,16 @@ def _tile_weights(
     tile: tuple[int, int, int],
     grid: VoxelGrid,
     means: torch.Tensor,
-    precisions: torch.Tensor,
+    tables: torch.Tensor,
     lo: torch.Tensor,
     hi: torch.Tensor,
+    out: torch.Tensor | None,
 ) -> torch.Tensor:
     """exp(-1/2 d^T Sigma^-1 d) of K Gaussians over each of U tiles, 0 outside their boxes.
 
-    coords (U, 3) tile indices; means (U, K, 3); precisions (U, K, 3, 3) scaled so that
-    log2 w = d^T P d; lo, hi (U, K, 3) box voxel indices. Returns (U, K, tile voxels), tile-local
-    voxel order (z, x, y).
+    coords (U, 3) tile indices; means (U, K, 3); tables (U, K, 6) from _conditional_tables;
+    lo, hi (U, K, 3) box voxel indices; out: optional (U, K, tx * ty, tz) buffer to write into.
+    Returns (U, K, tx * ty, tz), tile-local voxel order (x, y, z).
     """
     deltas, inside = [], []
     for a in range(3):
@@ -163,20 +193,16 @@ def _tile_weights(
         centre = grid.min_corner[a] + (index.to(means.dtype) + 0.5) * grid.size
         deltas.append(centre[:, None, :] - means[..., a, None])  # (U, K, t_a)
         inside.append((index[:, None] >= lo[..., a, None]) & (index[:, None] <= hi[..., a, None]))
-    dx, dy, dz = deltas
-    p = precisions
-    # d^T P d = t_xy[x, y] + t_z[z] + u[x, y] * dz[z]: small tables, then one pass per operation.
-    t_xy = (
-        (p[..., 0, 0, None] * dx * dx)[..., :, None]
-        + (2 * p[..., 0, 1, None] * dx)[..., :, None] * dy[..., None, :]
-        + (p[..., 1, 1, None] * dy * dy)[..., None, :]
-    )
-    t_xy = torch.where(inside[0][..., :, None] & inside[1][..., None, :], t_xy, _MASKED).flatten(-2)
-    u = ((2 * p[..., 0, 2, None] * dx)[..., :, None] + (2 * p[..., 1, 2, None] * dy)[..., None, :]).flatten(-2)
-    t_z = torch.where(inside[2], p[..., 2, 2, None] * dz * dz, _MASKED)
-    # In place is autograd-safe here: add, addcmul, clamp and exp2 keep what their backward needs.
-    weights = t_xy[:, :, None, :] + t_z[..., None]  # (U, K, tz, tx * ty)
-    return weights.addcmul_(dz[..., None], u[:, :, None, :]).clamp_(max=0).exp2_().flatten(2)
+    dz = deltas[2]
+    dx, dy = deltas[0][..., :, None], deltas[1][..., None, :]  # (U, K, tx, 1), (U, K, 1, ty)
+    q_xx, q_xy2, q_yy, s, c_x, c_y = (t[..., None, None] for t in tables.unbind(-1))
+    q = (q_xx * dx * dx + q_xy2 * dx * dy + q_yy * dy * dy).clamp(max=0)
+    q = torch.where(inside[0][..., :, None] & inside[1][..., None, :], q, _MASKED).flatten(-2)
+    centre_z = (c_x * dx + c_y * dy).flatten(-2)  # (U, K, tx * ty): s times the conditional mean of dz
+    scaled_dz = torch.where(inside[2], s[..., 0] * dz, _MASKED_Z)  # (U, K, tz)
+    # log2 w = q - (s dz - centre_z)^2: one subtraction, one addcmul and exp2 per (voxel, Gaussian).
+    offset = torch.sub(scaled_dz[..., None, :], centre_z[..., None], out=out)
+    return torch.addcmul(q[..., None], offset, offset, value=-1, out=out).exp2_()
 
 
 def _check_gaussians(
@@ -257,8 +283,10 @@ def _plan_units(
     return _Units(gaussian=gaussian, start=start, size=size, tile=tile_id[start])
 
 
-def _chunks(units: _Units, pad_index: int, budget: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """Yield (tiles (U,), slots (U, K)) per chunk: units sorted by size, U * K <= budget (U >= 1).
+def _chunks(
+    units: _Units, pad_index: int, budget: int, min_width: int
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Yield (tiles (U,), slots (U, K)) per chunk: units sorted by size, U * max(K, min_width) <= budget.
 
     Slots hold Gaussian indices; unused slots hold `pad_index` (the padding Gaussian).
     """
@@ -271,7 +299,7 @@ def _chunks(units: _Units, pad_index: int, budget: int) -> Iterator[tuple[torch.
     begin = 0
     while begin < len(sizes):
         width = sizes[begin]
-        end = min(len(sizes), begin + max(1, budget // width))
+        end = min(len(sizes), begin + max(1, budget // max(width, min_width)))
         chosen = order[begin:end]
         slot = torch.arange(width, device=gaussian.device)
         index = units.start[chosen, None] + slot

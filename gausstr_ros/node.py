@@ -133,10 +133,11 @@ class OccupancyNode(LifecycleNode):
         cameras = s.cameras
         depth_topics = s.depth_source == "topic"
         self._reset_inputs()
-        self._sync = ApproximateTimeSync(
-            len(cameras) * (2 if depth_topics else 1), self._on_synced_set, queue_size=s.queue_size,
-            max_interval_ns=int(s.sync_slop_s * 1e9),
-        )
+        # A camera fires at most once per slop (nuScenes: 83 ms period, 60 ms slop): this lower bound lets
+        # the synchroniser emit a set as soon as it is complete instead of waiting for the next sweep.
+        streams, slop_ns = len(cameras) * (2 if depth_topics else 1), int(s.sync_slop_s * 1e9)
+        self._sync = ApproximateTimeSync(streams, self._on_synced_set, queue_size=s.queue_size,
+                                         max_interval_ns=slop_ns, inter_message_lower_bounds_ns=[slop_ns] * streams)
         self._worker = LatestOnlyWorker(self._process, self._on_worker_error, name="gausstr_inference")
         self._outputs = {key: self.create_publisher(t, f"~/{key}", OUTPUT_QOS) for key, t in OUTPUT_TYPES.items()}
         self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", OUTPUT_QOS)

@@ -17,7 +17,8 @@ from typing import Any
 import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.node import Node
-from std_msgs.msg import Float64
+from std_msgs.msg import Float64, Header
+from visualization_msgs.msg import MarkerArray
 
 from gausstr_ros.msg import SemanticOccupancy
 from gausstr_ros.node_outputs import OUTPUT_TOPICS, OUTPUT_TYPES
@@ -68,7 +69,7 @@ class OutputRecorder:
 
     def stamps_ns(self, key: str) -> list[int]:
         with self._lock:
-            return [stamp_to_ns(r.msg.header.stamp) for r in self.messages[key]]
+            return [stamp_to_ns(header_of(r.msg).stamp) for r in self.messages[key]]
 
     def diagnostic_values(self) -> dict[str, str]:
         """Key -> value of the node's statuses in the newest /diagnostics message (empty if none)."""
@@ -87,6 +88,15 @@ class OutputRecorder:
         prefix = self.node_name.strip("/")
         return [f"{int.from_bytes(s.level, 'little') if isinstance(s.level, bytes) else int(s.level)} "
                 f"{s.name}: {s.message}" for a in arrays for s in a.status if s.name.startswith(prefix)]
+
+
+def header_of(msg: Any) -> Header:
+    """The header of an output message (a MarkerArray's: its first marker's)."""
+    if isinstance(msg, MarkerArray):
+        if not msg.markers:
+            raise ValueError("empty MarkerArray has no header")
+        return msg.markers[0].header
+    return msg.header
 
 
 def occupancy_labels(msg: SemanticOccupancy) -> np.ndarray:

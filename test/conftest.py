@@ -55,11 +55,11 @@ TINY_TRAIN_OVERRIDES = (
 
 @pytest.fixture(scope="module")
 def tiny_train_args(tmp_path_factory: pytest.TempPathFactory) -> list[str]:
-    """`gausstr-train` arguments (no work dir) for a world of 1 scene x 5 keyframes, 96x56
+    """`gausstr-train` arguments (no work dir) for a world of 1 scene x 3 keyframes, 96x56
     images, patch-8 caches, generated once per module (~3 s)."""
     from gausstr_core.data.synthetic.generate import SynthOptions, generate_dataset
 
     root = tmp_path_factory.mktemp("train_world")
-    options = SynthOptions(scenes=1, samples_per_scene=5, sweeps=False, image_size=(96, 56), patch_size=8)
+    options = SynthOptions(scenes=1, samples_per_scene=3, sweeps=False, image_size=(96, 56), patch_size=8)
     generate_dataset(root, options)
     return [str(REPO_ROOT / "config" / "tiny.yaml"), *TINY_TRAIN_OVERRIDES, "--data", str(root), "--device", "cpu"]

@@ -8,8 +8,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from gausstr_core.data.synthetic.generate import SynthOptions, generate_dataset
 from gausstr_core.data.occ3d import OCC3D_CLASSES
+from gausstr_core.data.synthetic.generate import SynthOptions, generate_dataset
 
 
 def _size(text: str) -> tuple[int, int]:
@@ -29,16 +29,26 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--scenes", type=int, default=2, help="number of scenes (default 2)")
     parser.add_argument("--samples-per-scene", type=int, default=3, help="keyframes per scene, 2 Hz (default 3)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--image-size", type=_size, default=(160, 90), help="original images WIDTHxHEIGHT (default 160x90)")
+    parser.add_argument(
+        "--image-size", type=_size, default=(160, 90), help="original images WIDTHxHEIGHT (default 160x90)"
+    )
     parser.add_argument("--full-res", action="store_true", help="1600x900 originals (overrides --image-size)")
-    parser.add_argument("--input-size", type=_size, default=None,
-                        help="cache (network input) size WIDTHxHEIGHT; default: originals scaled to <= 896 wide, "
-                             "rounded down to whole patches")
+    parser.add_argument(
+        "--input-size",
+        type=_size,
+        default=None,
+        help="cache (network input) size WIDTHxHEIGHT; default: originals scaled to <= 896 wide, "
+        "rounded down to whole patches",
+    )
     parser.add_argument("--version", default="v1.0-mini", help="nuScenes version folder name (default v1.0-mini)")
     parser.add_argument("--no-sweeps", action="store_true", help="keyframes only (no 12 Hz sweeps)")
     parser.add_argument("--feature-dim", type=int, default=64, help="synthetic feature channels (default 64)")
-    parser.add_argument("--patch-size", type=int, default=None,
-                        help="synthetic feature patch size (default 10; 14 with --full-res, like DINOv2)")
+    parser.add_argument(
+        "--patch-size",
+        type=int,
+        default=None,
+        help="synthetic feature patch size (default 10; 14 with --full-res, like DINOv2)",
+    )
     parser.add_argument("--jpeg-quality", type=int, default=90)
     return parser
 
@@ -63,8 +73,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"gausstr-synth: {err}", file=sys.stderr)
         return 2
     names = ", ".join(OCC3D_CLASSES[c] for c in summary.classes)
-    print(f"wrote {summary.samples} samples / {summary.images} images in {len(summary.scenes)} scenes to "
-          f"{summary.dataroot} ({summary.version}) in {summary.seconds:.1f} s")
+    print(
+        f"wrote {summary.samples} samples / {summary.images} images in {len(summary.scenes)} scenes to "
+        f"{summary.dataroot} ({summary.version}) in {summary.seconds:.1f} s"
+    )
     print(f"{len(summary.classes)} Occ3D classes in camera-visible voxels: {names}")
     print(f"config: {summary.config_path}")
     return 0

@@ -49,9 +49,13 @@ def decode_classes(images: torch.Tensor) -> torch.Tensor:
 class SyntheticFeatureProvider:
     """Image -> (B, feature_dim, H // patch_size, W // patch_size) class-prototype features."""
 
-    def __init__(self, feature_dim: int = 64, patch_size: int = 8, seed: int = 0, noise: float = 0.1, device: str | None = None):
+    def __init__(
+        self, feature_dim: int = 64, patch_size: int = 8, seed: int = 0, noise: float = 0.1, device: str | None = None
+    ):
         if feature_dim <= 0 or patch_size <= 0 or noise < 0:
-            raise ValueError(f"SyntheticFeatureProvider: bad feature_dim {feature_dim}, patch_size {patch_size} or noise {noise}")
+            raise ValueError(
+                f"SyntheticFeatureProvider: bad feature_dim {feature_dim}, patch_size {patch_size} or noise {noise}"
+            )
         self.feature_dim = feature_dim
         self.patch_size = patch_size
         self.seed = seed
@@ -62,7 +66,9 @@ class SyntheticFeatureProvider:
     @torch.no_grad()
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
         if images.ndim != 4 or images.shape[1] != 3 or not images.is_floating_point():
-            raise ValueError(f"SyntheticFeatureProvider: images must be float (B, 3, H, W), got {tuple(images.shape)} {images.dtype}")
+            raise ValueError(
+                f"SyntheticFeatureProvider: images must be float (B, 3, H, W), got {tuple(images.shape)} {images.dtype}"
+            )
         p = self.patch_size
         if images.shape[-2] < p or images.shape[-1] < p:
             raise ValueError(f"SyntheticFeatureProvider: images {tuple(images.shape[-2:])} smaller than patch size {p}")
@@ -134,5 +140,7 @@ class SyntheticTextEncoder:
 
     def _hashed(self, key: str) -> torch.Tensor:
         digest = hashlib.blake2b(f"{self.seed}:{key}".encode(), digest_size=8).digest()
-        vector = torch.randn(self.feature_dim, generator=torch.Generator().manual_seed(int.from_bytes(digest, "little")))
+        vector = torch.randn(
+            self.feature_dim, generator=torch.Generator().manual_seed(int.from_bytes(digest, "little"))
+        )
         return (vector / vector.norm()).to(self.device)

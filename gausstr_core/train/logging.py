@@ -53,9 +53,10 @@ class TrainLogger:
         """Rendered depth and PCA-to-RGB features of sample 0, camera 0, next to the targets."""
         if not self.enabled:
             return
-        g = gaussians.detach()[0:1].float()
+        g = gaussians.detach()[0:1].to(torch.float32)
         target = features[0, 0:1].float()  # (1, C, h, w)
-        with torch.random.fork_rng(devices=[]):  # pca_lowrank draws random numbers: keep training's stream
+        # pca_lowrank draws random numbers: fork so that logging leaves the training stream alone
+        with torch.random.fork_rng(devices=[target.device.index or 0] if target.is_cuda else []):
             basis = pca_project(target, q=3)
         out = render_gaussians(
             means=g.means,

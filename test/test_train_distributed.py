@@ -1,0 +1,153 @@
+"""`gausstr-train` under `torchrun --nproc-per-node 2` on CPU (gloo): identical parameters on both
+ranks after every step, one shard per rank, only rank 0 writes, resumable on 2 or 1 processes.
+
+The ranks run a small wrapper around `gausstr_core.cli.train.main` that appends to a per-rank trace
+file: after every step the step number, epoch, the batch's sample tokens and a SHA-256 of all
+parameters; and a line for every checkpoint, config and TensorBoard writer the rank creates.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from gausstr_core.cli.train import build_parser, config_from_args
+from gausstr_core.data import GaussTRDataset
+from gausstr_core.model.checkpoint import load_checkpoint
+from gausstr_core.train.loop import latest_checkpoint, train
+from gausstr_core.train.sampler import ResumableDistributedSampler
+
+TRACED_TRAIN = """
+import hashlib, os, sys
+from pathlib import Path
+
+import torch.utils.tensorboard
+
+import gausstr_core.train.loop as loop
+from gausstr_core.cli.train import main
+
+trace = Path(sys.argv[1]) / f"rank{os.environ['RANK']}.txt"
+
+
+def note(line):
+    with trace.open("a") as f:
+        f.write(line + "\\n")
+
+
+def traced(function, label):
+    def wrapper(*args, **kwargs):
+        note(f"write {label}")
+        return function(*args, **kwargs)
+    return wrapper
+
+
+class TracedWriter(torch.utils.tensorboard.SummaryWriter):
+    def __init__(self, *args, **kwargs):
+        note("write tensorboard")
+        super().__init__(*args, **kwargs)
+
+
+def traced_step(self, batch):
+    terms = train_step(self, batch)
+    digest = hashlib.sha256(b"".join(p.detach().numpy().tobytes() for p in self.model.parameters()))
+    note(f"step {self.step + 1} {self.epoch} {','.join(batch.tokens)} {digest.hexdigest()}")
+    return terms
+
+
+train_step = loop._Trainer.train_step
+loop._Trainer.train_step = traced_step
+loop.save_checkpoint = traced(loop.save_checkpoint, "checkpoint")
+loop.save_config = traced(loop.save_config, "config")
+torch.utils.tensorboard.SummaryWriter = TracedWriter
+sys.exit(main(sys.argv[2:]))
+"""
+
+EXTRA = ("train.epochs=3", "train.log_every=1", "train.checkpoint_every=1000")
+
+
+def _torchrun(tmp: Path, trace_dir: Path, args: list[str]) -> None:
+    script = tmp / "traced_train.py"
+    script.write_text(TRACED_TRAIN)
+    trace_dir.mkdir()
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+               str(script), str(trace_dir), *args, "--no-progress"]
+    run = subprocess.run(command, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True,
+                         timeout=400)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+
+
+def _read_trace(trace_dir: Path, rank: int) -> tuple[list[tuple[int, int, str, str]], list[str]]:
+    """(steps as (step, epoch, tokens, digest), written things) of one rank."""
+    path = trace_dir / f"rank{rank}.txt"
+    lines = path.read_text().splitlines() if path.exists() else []
+    steps = [(int(s), int(e), tokens, digest) for _, s, e, tokens, digest in
+             (line.split() for line in lines if line.startswith("step "))]
+    writes = [line.split()[1] for line in lines if line.startswith("write ")]
+    return steps, writes
+
+
+def _expected_tokens(tokens: list[str], world: int, rank: int, epoch: int) -> list[str]:
+    sampler = ResumableDistributedSampler(len(tokens), world, rank, seed=0)
+    sampler.set_epoch(epoch)
+    return [tokens[i] for i in sampler.shard()]
+
+
+@pytest.fixture(scope="module")
+def two_rank_run(tiny_train_args: list[str], tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """3 steps on 2 ranks (one epoch is 2 steps: 3 samples padded to 4), then resumed on 2 ranks."""
+    tmp = tmp_path_factory.mktemp("ddp")
+    work = tmp / "work"
+    args = [*tiny_train_args, *EXTRA, "--work-dir", str(work)]
+    _torchrun(tmp, tmp / "first", [*args, "--max-steps", "3"])
+    shutil.copy(latest_checkpoint(work), tmp / "step3.pt")
+    _torchrun(tmp, tmp / "resumed", [*args, "--max-steps", "4", "--resume"])
+    config = config_from_args(build_parser().parse_intermixed_args(args))
+    tokens = [r.token for r in GaussTRDataset(config, config.data.train_split, load_occupancy=False).records]
+    return {"tmp": tmp, "work": work, "args": args, "tokens": tokens}
+
+
+def test_ranks_hold_identical_parameters_after_every_step(two_rank_run: dict) -> None:
+    for run, steps in (("first", [1, 2, 3]), ("resumed", [4])):
+        rank0, _ = _read_trace(two_rank_run["tmp"] / run, 0)
+        rank1, _ = _read_trace(two_rank_run["tmp"] / run, 1)
+        assert [s[0] for s in rank0] == [s[0] for s in rank1] == steps
+        assert [s[3] for s in rank0] == [s[3] for s in rank1]
+    digests = [s[3] for s in _read_trace(two_rank_run["tmp"] / "first", 0)[0]]
+    assert len(set(digests)) == len(digests)  # and they do train
+
+
+def test_each_rank_sees_its_own_shard(two_rank_run: dict) -> None:
+    tokens = two_rank_run["tokens"]
+    assert len(tokens) == 3
+    seen = {}
+    for rank in (0, 1):
+        steps = _read_trace(two_rank_run["tmp"] / "first", rank)[0] + _read_trace(two_rank_run["tmp"] / "resumed", rank)[0]
+        seen[rank] = [s[2] for s in steps]
+        assert [s[1] for s in steps] == [0, 0, 1, 1]
+        assert seen[rank] == _expected_tokens(tokens, 2, rank, 0) + _expected_tokens(tokens, 2, rank, 1)
+    assert set(seen[0][:2]) | set(seen[1][:2]) == set(tokens)  # epoch 0 covers the data set
+    assert seen[0] != seen[1]
+
+
+def test_only_rank_0_writes(two_rank_run: dict) -> None:
+    for run in ("first", "resumed"):
+        assert _read_trace(two_rank_run["tmp"] / run, 1)[1] == []
+        assert {"checkpoint", "config", "tensorboard"} <= set(_read_trace(two_rank_run["tmp"] / run, 0)[1])
+    state = load_checkpoint(latest_checkpoint(two_rank_run["work"]))["train_state"]
+    assert (state["step"], state["epoch"], state["consumed"], state["world_size"]) == (4, 2, 0, 2)
+
+
+def test_two_rank_checkpoint_resumes_on_one_process(two_rank_run: dict, tmp_path: Path) -> None:
+    """Step 3 of 2 ranks consumed 2 samples of epoch 1; one process finishes that epoch with the
+    third sample of its (one-rank) order, then goes on."""
+    args = [*two_rank_run["args"], "--work-dir", str(tmp_path)]
+    config = config_from_args(build_parser().parse_intermixed_args(args))
+    result = train(config, device="cpu", resume=two_rank_run["tmp"] / "step3.pt", max_steps=5, show_progress=False)
+    assert result.steps == 5 and len(result.losses) == 2
+    state = load_checkpoint(latest_checkpoint(tmp_path))["train_state"]
+    assert (state["step"], state["epoch"], state["consumed"], state["world_size"]) == (5, 2, 1, 1)
