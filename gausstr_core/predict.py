@@ -149,10 +149,8 @@ def prepare_views(
     """
     n = _check_views(views)
     device = torch.device(device)
-    images = views.images
-    if images is not None:
-        images = images.to(device)
-        images = images.float() / 255 if images.dtype == torch.uint8 else images.float()
+    images = None if views.images is None else views.images.to(device)
+    eight_bit = images is not None and images.dtype == torch.uint8
     depths = None
     if views.depths is not None:
         depths = torch.nan_to_num(views.depths.to(device).float(), nan=0.0, posinf=0.0, neginf=0.0)
@@ -162,6 +160,7 @@ def prepare_views(
     height, width = input_size
     if views.img_aug is not None:
         img_aug = views.img_aug.to(device).float()
+        images = None if images is None else images.float()
         expected = {"images": (images, (height, width)), "depths": (depths, (height, width)),
                     "features": (features, (height // patch_size, width // patch_size))}
         for name, (tensor, size) in expected.items():
@@ -178,6 +177,8 @@ def prepare_views(
         images = None if images is None else resize.image(images)
         depths = None if depths is None else resize.depth(depths)
         features = None if features is None else resize.features(features, patch_size)
+    if eight_bit:  # resized first, then / 255: bit-identical to GaussTRDataset and the synthetic caches
+        images = images / 255.0
     return PreparedViews(images, depths, features, intrinsics, cam2ego, img_aug)
 
 

@@ -13,20 +13,24 @@ features(v) = sum_g w_g(v) f_g / max(density(v), 1e-6).
 Near-singular covariances are regularised, never skipped: every Gaussian uses
 Sigma + (eps + 1e-5 * mean(diag Sigma)) I for its box and its Mahalanobis distance (eps = 1e-6 m^2
 by default, a 1 mm standard deviation; the relative term absorbs float32 rounding of large flat
-Gaussians), and the exponent is clamped to <= 0, so a weight never exceeds the opacity and nothing
-becomes NaN or inf. A covariance still not positive definite after that is bad input (ValueError).
+Gaussians), and the log-weight is evaluated as a sum of two terms that are each <= 0 (below), so a
+weight never exceeds the opacity and nothing becomes NaN or inf. A covariance still not positive
+definite after that is bad input (ValueError).
 
 Algorithm (no Python loop over Gaussians): the grid is cut into tiles of TILE voxels. Every
 (tile, Gaussian) pair whose box touches the tile becomes one slot of a work unit (one tile, up to
-`chunk_size / voxels-per-tile` Gaussians). Over a tile the log-weight factorises exactly into
-small tables, log2 w = Txy[x, y] + Tz[z] + u[x, y] * dz[z] (the quadratic form split by axis), so
-the only per-(voxel, Gaussian) work is an add, an addcmul, a clamp, exp2 and one batched matrix
-product features^T @ weights that sums over the unit's Gaussians. Units are grouped by size (largest
-first) into chunks of at most `chunk_size` (voxel, Gaussian) evaluations to bound memory.
-Identical code on CPU and CUDA; differentiable w.r.t. means, covariances, opacities and features
-(the box bounds themselves are piecewise constant). Unit results are summed into the grid with
-index_put_(accumulate=True): deterministic on CPU; on CUDA only tiles split over several units
-(more than chunk_size / voxels-per-tile Gaussians) need torch.use_deterministic_algorithms(True).
+`chunk_size / voxels-per-tile` Gaussians). With P = -1/2 log2(e) Sigma^-1 the log-weight splits
+exactly into log2 w = q(dx, dy) - (s dz - c_x dx - c_y dy)^2 (Schur complement of the z row: q <= 0
+on its own, the second term is the conditional profile along z), so over a tile it is built from
+(x, y) tables and a z vector; the only per-(voxel, Gaussian) work is a subtraction, an addcmul,
+exp2 and two batched matrix products (features^T @ weights, opacities^T @ weights) that sum over
+the unit's Gaussians. Units are grouped by size (largest first) into chunks of at most
+`chunk_size` (voxel, Gaussian) evaluations to bound memory; without autograd the chunks reuse
+scratch buffers. Identical code on CPU and CUDA; differentiable w.r.t. means, covariances,
+opacities and features (the box bounds themselves are piecewise constant). Unit results are summed
+into the grid, seen as rows of TILE[2] voxels along z, with index_add_: deterministic on CPU; on
+CUDA only tiles split over several units (more than chunk_size / voxels-per-tile Gaussians) need
+torch.use_deterministic_algorithms(True).
 """
 
 from __future__ import annotations
@@ -127,23 +131,28 @@ def voxelize_gaussians(
     differentiable = torch.is_grad_enabled() and any(
         t.requires_grad for t in (means, covariances, opacities, features)
     )
-    # Without autograd every chunk reuses two scratch buffers (fresh large buffers cost page faults).
+    # Without autograd every chunk reuses scratch buffers (fresh large buffers cost page faults).
     scratch_size = max(budget, channels + 1) * tile_voxels
-    scratch = None if differentiable else (means.new_empty(scratch_size), means.new_empty(scratch_size))
+    scratch = None if differentiable else [means.new_empty(scratch_size) for _ in range(3)]
+
+    def buffer(index: int, shape: tuple[int, ...]) -> torch.Tensor | None:
+        return None if scratch is None else scratch[index][: math.prod(shape)].view(shape)
+
     tile_coords = _tile_coords(tiles_per_axis, device)
     for tiles, slots in _chunks(units, num, budget, channels + 1):
         coords = tile_coords[tiles]  # (U, 3) tile index along x, y, z
-        shape = (*slots.shape, tx * ty, tz)
-        out = None if scratch is None else scratch[0][: math.prod(shape)].view(shape)
-        weights = _tile_weights(coords, tile, grid, means[slots], tables[slots], lo[slots], hi[slots], out)
-        shape = (slots.shape[0], tile_voxels, channels)
-        out = None if scratch is None else scratch[1][: math.prod(shape)].view(shape)
-        weights = weights.flatten(2)  # (U, K, tile voxels)
+        weights = _tile_weights(
+            coords, tile, grid, means[slots], tables[slots], lo[slots], hi[slots], buffer(0, (*slots.shape, tx * ty, tz))
+        ).flatten(2)  # (U, K, tile voxels)
+        units_here = slots.shape[0]
+        # Channels-first product (the fast layout), then one small transpose into the grid's layout.
+        contrib = torch.bmm(sources[slots].transpose(1, 2), weights, out=buffer(1, (units_here, channels, tile_voxels)))
+        contrib_last = buffer(2, (units_here, tile_voxels, channels))
+        contrib_last = contrib.transpose(1, 2).contiguous() if contrib_last is None else contrib_last.copy_(contrib.mT)
         column = (coords[:, 0, None, None] * tx + torch.arange(tx, device=device)[:, None]) * padded[1]
         column = column + coords[:, 1, None, None] * ty + torch.arange(ty, device=device)
         rows = (column * nz + coords[:, 2, None, None]).flatten()  # the U tiles' rows, x-major
-        contrib = torch.bmm(weights.transpose(1, 2), sources[slots], out=out)  # (U, tile voxels, C): sum o w f
-        weighted_rows.index_add_(0, rows, contrib.view(-1, tz, channels))
+        weighted_rows.index_add_(0, rows, contrib_last.view(-1, tz, channels))
         density_rows.index_add_(0, rows, torch.bmm(opacities[slots][:, None], weights).view(-1, tz))
 
     floor = density.clamp(min=FEATURE_EPS)[..., None]
@@ -193,13 +202,13 @@ def _tile_weights(
         centre = grid.min_corner[a] + (index.to(means.dtype) + 0.5) * grid.size
         deltas.append(centre[:, None, :] - means[..., a, None])  # (U, K, t_a)
         inside.append((index[:, None] >= lo[..., a, None]) & (index[:, None] <= hi[..., a, None]))
-    dz = deltas[2]
-    dx, dy = deltas[0][..., :, None], deltas[1][..., None, :]  # (U, K, tx, 1), (U, K, 1, ty)
-    q_xx, q_xy2, q_yy, s, c_x, c_y = (t[..., None, None] for t in tables.unbind(-1))
-    q = (q_xx * dx * dx + q_xy2 * dx * dy + q_yy * dy * dy).clamp(max=0)
-    q = torch.where(inside[0][..., :, None] & inside[1][..., None, :], q, _MASKED).flatten(-2)
-    centre_z = (c_x * dx + c_y * dy).flatten(-2)  # (U, K, tx * ty): s times the conditional mean of dz
-    scaled_dz = torch.where(inside[2], s[..., 0] * dz, _MASKED_Z)  # (U, K, tz)
+    (dx, dy, dz), (q_xx, q_xy2, q_yy, s, c_x, c_y) = deltas, tables[..., None].unbind(-2)  # (U, K, t_a), (U, K, 1)
+    # q[x, y] (masked outside the xy box) and s times the conditional mean of dz, both (U, K, tx * ty).
+    q_x = torch.where(inside[0], q_xx * dx * dx, _MASKED)[..., :, None]
+    q_y = torch.where(inside[1], q_yy * dy * dy, _MASKED)[..., None, :]
+    q = torch.addcmul(q_x + q_y, (q_xy2 * dx)[..., :, None], dy[..., None, :]).clamp_(max=0).flatten(-2)
+    centre_z = ((c_x * dx)[..., :, None] + (c_y * dy)[..., None, :]).flatten(-2)
+    scaled_dz = torch.where(inside[2], s * dz, _MASKED_Z)  # (U, K, tz)
     # log2 w = q - (s dz - centre_z)^2: one subtraction, one addcmul and exp2 per (voxel, Gaussian).
     offset = torch.sub(scaled_dz[..., None, :], centre_z[..., None], out=out)
     return torch.addcmul(q[..., None], offset, offset, value=-1, out=out).exp2_()

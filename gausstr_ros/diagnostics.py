@@ -2,11 +2,13 @@
 
 Times are monotonic wall seconds (`clock`), independent of ROS / simulated time. A problem is a
 (kind, source) pair such as ("corrupt image", "CAM_FRONT") with a count and its last message;
-`problem()` says when to log it, at most once per `warn_period_s` per pair (throttled warnings).
+`problem()` says when to log it: repeats of one message (numbers aside) at most once per
+`warn_period_s` per pair (throttled warnings), a different message at once.
 """
 
 from __future__ import annotations
 
+import re
 import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
@@ -16,6 +18,8 @@ from builtin_interfaces.msg import Time
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from std_msgs.msg import Header
 
+_NUMBERS = re.compile(r"0x[0-9a-fA-F]+|\d+(?:\.\d+)?")
+
 
 @dataclass
 class _Problem:
@@ -23,6 +27,7 @@ class _Problem:
     last_message: str = ""
     last_time: float = -float("inf")
     last_logged: float = -float("inf")
+    last_logged_pattern: str = ""  # the last logged message with its numbers masked
 
 
 class InputHealth:
@@ -68,14 +73,16 @@ class InputHealth:
         now = self._clock()
         return [c for c, a in self._arrivals.items() if not a or now - a[-1] > self._stale_after]
 
-    def problem(self, kind: str, source: str, message: str) -> bool:
-        """Count a problem; True when it should be logged now (first time, then once per warn period)."""
+    def problem(self, kind: str, source: str, message: str, loggable: bool = True) -> bool:
+        """Count a problem; True when it should be logged now: a loggable message that differs from the
+        last one logged for (kind, source) in more than its numbers, or any after warn_period_s."""
         now = self._clock()
         entry = self._problems.setdefault((kind, source), _Problem())
         entry.count += 1
         entry.last_message, entry.last_time = message, now
-        if now - entry.last_logged >= self._warn_period:
-            entry.last_logged = now
+        pattern = _NUMBERS.sub("#", message)
+        if loggable and (pattern != entry.last_logged_pattern or now - entry.last_logged >= self._warn_period):
+            entry.last_logged, entry.last_logged_pattern = now, pattern
             return True
         return False
 

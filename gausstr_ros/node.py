@@ -330,7 +330,7 @@ class OccupancyNode(LifecycleNode):
     # --- diagnostics, problems, parameters ---
 
     def _problem(self, kind: str, source: str, message: str, log: bool = True) -> None:
-        if self._health.problem(kind, source, message) and log:
+        if self._health.problem(kind, source, message, loggable=log):
             self.get_logger().warning(f"{kind} ({source}): {message}")
 
     def _publish_diagnostics(self) -> None:

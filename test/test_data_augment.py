@@ -40,8 +40,14 @@ def test_points_project_onto_the_same_content(plan: ResizeCrop) -> None:
     augmented = plan.image(image)
     assert augmented.shape == (3, *plan.out_size)
     gen = torch.Generator().manual_seed(1)
-    points = torch.stack([torch.rand(200, generator=gen) * 30 + 5, torch.randn(200, generator=gen) * 4,
-                          torch.rand(200, generator=gen) * 3], -1)  # ego frame, in front of the camera
+    points = torch.stack(
+        [
+            torch.rand(200, generator=gen) * 30 + 5,
+            torch.randn(200, generator=gen) * 4,
+            torch.rand(200, generator=gen) * 3,
+        ],
+        -1,
+    )  # ego frame, in front of the camera
     uv_orig, depth = project_points(points, CAM2EGO, K, torch.eye(3))
     uv_aug, depth_aug = project_points(points, CAM2EGO, K, plan.matrix)
     torch.testing.assert_close(depth, depth_aug)

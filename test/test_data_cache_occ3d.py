@@ -83,7 +83,9 @@ def test_occ3d_errors_name_the_file(tmp_path: Path) -> None:
         load_occ3d(path)
     labels = _labels()
     np.savez(path, semantics=labels.semantics[:, :, :8], mask_camera=labels.mask_camera, mask_lidar=labels.mask_lidar)
-    with pytest.raises(ValueError, match=r"labels\.npz: 'semantics' has shape \(200, 200, 8\), expected \(200, 200, 16\)"):
+    with pytest.raises(
+        ValueError, match=r"labels\.npz: 'semantics' has shape \(200, 200, 8\), expected \(200, 200, 16\)"
+    ):
         load_occ3d(path)
     np.savez(path, semantics=labels.semantics)
     with pytest.raises(KeyError, match="lack array 'mask_camera'"):

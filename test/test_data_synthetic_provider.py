@@ -29,8 +29,14 @@ def views() -> list:
         world = generate_world(np.random.default_rng(seed), 1.0)
         caster = RayCaster(world)
         for cam in nuscenes_rig(160, 96)[:3]:
-            view = render_view(caster, cam.intrinsics, world.path.ego2road(0.2) @ cam.cam2ego, 160, 96,
-                               torch.Generator().manual_seed(seed))
+            view = render_view(
+                caster,
+                cam.intrinsics,
+                world.path.ego2road(0.2) @ cam.cam2ego,
+                160,
+                96,
+                torch.Generator().manual_seed(seed),
+            )
             out.append(view)
     return out
 
@@ -90,9 +96,17 @@ def test_features_depend_on_pixels_only_and_deterministically(views: list) -> No
 def test_text_encoder_synonyms_unknown_prompts_and_strict_mode() -> None:
     encoder = SyntheticTextEncoder(feature_dim=16, seed=0)
     table = encoder.encode(list(PALETTE_CLASSES))
-    synonyms = {"person": "pedestrian", "cone": "traffic_cone", "road": "driveable_surface", "grass": "terrain",
-                "Building": "manmade", "a fence.": "manmade", "construction vehicle": "construction_vehicle",
-                "sky": "sky", "traffic_cone": "traffic_cone"}
+    synonyms = {
+        "person": "pedestrian",
+        "cone": "traffic_cone",
+        "road": "driveable_surface",
+        "grass": "terrain",
+        "Building": "manmade",
+        "a fence.": "manmade",
+        "construction vehicle": "construction_vehicle",
+        "sky": "sky",
+        "traffic_cone": "traffic_cone",
+    }
     got = encoder.encode(list(synonyms))
     for row, name in zip(got, synonyms.values()):
         torch.testing.assert_close(row, table[PALETTE_CLASSES.index(name)])

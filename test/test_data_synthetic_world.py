@@ -14,8 +14,16 @@ from gausstr_core.data.synthetic.palette import SKY_ID
 from gausstr_core.data.synthetic.raycast import RayCaster, _hit_box, _hit_cylinder, _hit_ellipsoid
 from gausstr_core.data.synthetic.render import pixel_rays
 from gausstr_core.data.synthetic.rig import nuscenes_rig
-from gausstr_core.data.synthetic.scene import BOX, CYLINDER, ELLIPSOID, EgoPath, GroundLayout, Primitives, World
-from gausstr_core.data.synthetic.scene import generate_world
+from gausstr_core.data.synthetic.scene import (
+    BOX,
+    CYLINDER,
+    ELLIPSOID,
+    EgoPath,
+    GroundLayout,
+    Primitives,
+    World,
+    generate_world,
+)
 from gausstr_core.grid import VoxelGrid
 
 CAR, VEG, MANMADE = (OCC3D_CLASSES.index(n) for n in ("car", "vegetation", "manmade"))
@@ -25,8 +33,13 @@ def _world(rows: list[tuple]) -> World:
     """rows: (kind, cls, centre xyz, half xyz, yaw)."""
     kind = np.array([r[0] for r in rows])
     return World(
-        solids=Primitives(kind, np.array([r[2] for r in rows], float), np.array([r[3] for r in rows], float),
-                          np.array([r[4] for r in rows], float), np.array([r[1] for r in rows])),
+        solids=Primitives(
+            kind,
+            np.array([r[2] for r in rows], float),
+            np.array([r[3] for r in rows], float),
+            np.array([r[4] for r in rows], float),
+            np.array([r[1] for r in rows]),
+        ),
         ground=GroundLayout(road_half_width=5.0, median_half_width=0.0, sidewalk_width=3.0, patches=np.zeros((0, 5))),
         path=EgoPath(0.0, 0.0, 5.0, 0.0, 0.0),
         sun=np.array([0.0, 0.0, 1.0]),
@@ -42,11 +55,13 @@ def _cast(world: World, origin: tuple, dirs: list[tuple]) -> tuple[torch.Tensor,
 
 
 def test_exact_distances_to_each_primitive_and_the_ground() -> None:
-    world = _world([
-        (BOX, CAR, (10.0, 0.0, 1.0), (1.0, 2.0, 1.0), math.radians(30)),
-        (CYLINDER, VEG, (0.0, 10.0, 1.0), (0.5, 0.5, 1.0), 0.0),
-        (ELLIPSOID, MANMADE, (0.0, -10.0, 1.0), (2.0, 1.0, 3.0), math.radians(90)),
-    ])
+    world = _world(
+        [
+            (BOX, CAR, (10.0, 0.0, 1.0), (1.0, 2.0, 1.0), math.radians(30)),
+            (CYLINDER, VEG, (0.0, 10.0, 1.0), (0.5, 0.5, 1.0), 0.0),
+            (ELLIPSOID, MANMADE, (0.0, -10.0, 1.0), (2.0, 1.0, 3.0), math.radians(90)),
+        ]
+    )
     dist, cls = _cast(world, (0.0, 0.0, 1.0), [(1, 0, 0), (0, 1, 0), (0, -1, 0), (0, 0, -1), (0, 0, 1), (-1, 0, 0)])
     box_face = 10.0 - 1.0 / math.cos(math.radians(30))  # rotated slab: the ray meets the x-face obliquely
     expected = torch.tensor([box_face, 9.5, 8.0, 1.0, math.inf, math.inf])  # ellipsoid yawed 90: y radius 2
@@ -104,7 +119,10 @@ def test_occupancy_labels_and_visibility() -> None:
     hits = RayCaster(world).cast(origins, dirs)
     depth = torch.where(torch.isfinite(hits.distance), hits.distance * z.reshape(-1), 0.0).reshape(90, 160)
     seen = camera_visibility(grid, cam2ego, cam.intrinsics, depth)
-    idx = lambda x, y, zz: tuple(int((v - lo) / 0.4) for v, lo in zip((x, y, zz), grid.min_corner))  # noqa: E731
+
+    def idx(x: float, y: float, z: float) -> tuple[int, ...]:
+        return tuple(int((v - lo) / grid.size) for v, lo in zip((x, y, z), grid.min_corner))
+
     assert seen[idx(5.0, 0.1, 1.0)]  # free space in front of the car
     assert seen[idx(8.1, 0.1, 1.0)]  # the car's front voxel
     assert not seen[idx(11.0, 0.1, 1.0)]  # inside / behind the car
@@ -117,3 +135,35 @@ def test_occupancy_labels_and_visibility() -> None:
     lidar = lidar_visibility(grid, tuple(lo[0, 0].tolist()), ranges, elevations)
     assert lidar[idx(8.1, 0.1, 1.0)] and not lidar[idx(20.0, 0.1, 1.0)]
     assert not lidar[idx(0.0, 0.1, 5.0)]  # straight up: no beam
+
+
+def test_full_resolution_images_make_realistic_jpegs() -> None:
+    from gausstr_core.data.synthetic.render import encode_jpeg, render_view
+
+    world = generate_world(np.random.default_rng(0), 1.0)
+    cam = nuscenes_rig()[0]
+    assert (cam.width, cam.height) == (1600, 900)
+    view = render_view(
+        RayCaster(world),
+        cam.intrinsics,
+        world.path.ego2road(0.0) @ cam.cam2ego,
+        1600,
+        900,
+        torch.Generator().manual_seed(0),
+    )
+    assert len(encode_jpeg(view.rgb, 90)) >= 150_000
+    assert len(view.classes.unique()) >= 5
+
+
+def test_cli_writes_a_tree_and_refuses_to_overwrite(tmp_path, capsys) -> None:
+    from gausstr_core.cli.synth import main
+
+    args = ["--out", str(tmp_path), "--scenes", "1", "--samples-per-scene", "1", "--no-sweeps", "--image-size", "64x36"]
+    assert main(args) == 0
+    printed = capsys.readouterr().out
+    assert "wrote 1 samples / 6 images" in printed and "gausstr_synthetic.yaml" in printed
+    assert (tmp_path / "v1.0-mini" / "sample.json").is_file() and (tmp_path / "v1.0-mini" / "splits.json").is_file()
+    assert len(list((tmp_path / "samples" / "CAM_FRONT").glob("*.jpg"))) == 1
+    assert main(args) == 2 and "already exists" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["--out", str(tmp_path), "--image-size", "64by36"])

@@ -133,10 +133,11 @@ def wait_output(node, recorder, rig: Rig, before: int, what: str, timeout_s: flo
         spin_for(node, PERIOD_S)
 
 
-def wait_log(proc, text: str, node, timeout_s: float = 20.0) -> str:
+def wait_log(proc, text: str, node, recorder, timeout_s: float = 20.0) -> str:
     deadline = time.monotonic() + timeout_s
     while text not in proc.log():
-        assert time.monotonic() < deadline, f"{text!r} not in the node log:\n{proc.log()}"
+        assert time.monotonic() < deadline, (f"{text!r} not in the node log:\n{proc.log()}\n"
+                                             f"diagnostics: {recorder.diagnostic_values()}")
         spin_for(node, 0.2)
     return proc.log()
 
@@ -160,7 +161,7 @@ def start_node(checkpoint: Path, log_path: Path, **params):
 
 def test_bad_inputs_are_reported_and_output_resumes(checkpoint, ros, tmp_path):
     from gausstr_ros.output_recorder import OutputRecorder
-    from gausstr_ros.replay_session import input_topics, wait_for_subscriptions
+    from gausstr_ros.replay_session import input_topics, spin_until, wait_for_subscriptions
 
     node = ros
     recorder = OutputRecorder(node)
@@ -172,30 +173,32 @@ def test_bad_inputs_are_reported_and_output_resumes(checkpoint, ros, tmp_path):
             rig.publish_set()
             spin_for(node, PERIOD_S)
         assert recorder.count("occupancy") == 0
-        wait_log(proc, "no transform base_link <- left yet", node)
+        wait_log(proc, "tf (left): no transform base_link <- left yet", node, recorder)
         assert any("waiting for calibration" in m for m in recorder.diagnostic_messages())
         rig.publish_tf()
         wait_output(node, recorder, rig, 0, "the transforms came")
 
-        cases = {
-            "corrupt JPEG": ({"image": {"left": {"data": rig.jpegs[0][:40] + b"\x00" * 200}}}, "corrupt JPEG"),
-            "wrong image encoding": ({"image": {"right": {"data": b"GIF89a" + b"\x00" * 64}}}, "neither JPEG nor PNG"),
-            "wrong depth encoding": ({"depth": {"left": {"encoding": "rgb8"}}}, "depth Image encoding 'rgb8'"),
-            "zero-size image": ({"image": {"left": {"data": b""}}}, "is empty"),
-            "NaN CameraInfo": ({"info": {"right": {"k": [float("nan")] * 9}}}, "K contains NaN"),
+        cases = {  # what: (defects, log text, diagnostics problem key)
+            "corrupt JPEG": ({"image": {"left": {"data": rig.jpegs[0][:40] + b"\x00" * 200}}}, "corrupt JPEG",
+                             "bad image left"),
+            "wrong image encoding": ({"image": {"right": {"data": b"GIF89a" + b"\x00" * 64}}},
+                                     "neither JPEG nor PNG", "bad image right"),
+            "wrong depth encoding": ({"depth": {"left": {"encoding": "rgb8"}}}, "depth Image encoding 'rgb8'",
+                                     "bad depth left"),
+            "zero-size image": ({"image": {"left": {"data": b""}}}, "is empty", "bad image left"),
+            "NaN CameraInfo": ({"info": {"right": {"k": [float("nan")] * 9}}}, "K contains NaN", "camera_info right"),
         }
-        for what, (defects, message) in cases.items():
-            before = recorder.count("occupancy")
+        for what, (defects, message, key) in cases.items():
+            before, counted = recorder.count("occupancy"), int(recorder.diagnostic_values().get(key, 0))
             rig.publish_set(**defects)
-            wait_log(proc, message, node)
+            wait_log(proc, message, node, recorder)
             wait_output(node, recorder, rig, before, what)
-            problems = " ".join(recorder.diagnostic_messages()[-6:])
-            assert message.split()[0] in problems or message in proc.log(), what
+            assert spin_until(node, lambda k=key, c=counted: int(recorder.diagnostic_values().get(k, 0)) > c, 5), what
 
         # Out-of-order stamps: an image older than the last one is dropped and counted.
         before = recorder.count("occupancy")
         rig.publish_set(stamp_ns=rig.stamp_ns - 10 * int(PERIOD_S * 1e9))
-        wait_log(proc, "is not newer than the previous one", node)
+        wait_log(proc, "is not newer than the previous one", node, recorder)
         wait_output(node, recorder, rig, before, "out-of-order stamps")
 
         # A missing camera: no sets, the camera is reported stale; output resumes when it is back.
@@ -203,7 +206,7 @@ def test_bad_inputs_are_reported_and_output_resumes(checkpoint, ros, tmp_path):
         for _ in range(10):
             rig.publish_set(cameras=["left"])
             spin_for(node, PERIOD_S)
-        wait_log(proc, "stale camera (right)", node)
+        wait_log(proc, "stale camera (right)", node, recorder)
         assert any("stale cameras: right" in m for m in recorder.diagnostic_messages())
         wait_output(node, recorder, rig, recorder.count("occupancy"), "the camera came back")
 
@@ -226,3 +229,82 @@ def test_bad_inputs_are_reported_and_output_resumes(checkpoint, ros, tmp_path):
         assert log.count("no transform base_link <- left yet") <= 3, log
         assert proc.stop() == 0, proc.log()
 
+
+
+def call(node, srv_type, name: str, request, timeout_s: float = 30.0):
+    from gausstr_ros.replay_session import spin_until
+
+    client = node.create_client(srv_type, f"/gausstr_occupancy/{name}")
+    assert client.wait_for_service(timeout_sec=timeout_s), name
+    future = client.call_async(request)
+    assert spin_until(node, future.done, timeout_s), name
+    node.destroy_client(client)
+    return future.result()
+
+
+def set_parameter(node, name: str, value):
+    from rcl_interfaces.srv import SetParameters
+    from rclpy.parameter import Parameter
+
+    request = SetParameters.Request(parameters=[Parameter(name, value=value).to_parameter_msg()])
+    return call(node, SetParameters, "set_parameters", request).results[0]
+
+
+def transition(node, transition_id: int) -> bool:
+    from lifecycle_msgs.msg import Transition
+    from lifecycle_msgs.srv import ChangeState
+
+    return call(node, ChangeState, "change_state", ChangeState.Request(transition=Transition(id=transition_id))).success
+
+
+def state(node) -> str:
+    from lifecycle_msgs.srv import GetState
+
+    return call(node, GetState, "get_state", GetState.Request()).current_state.label
+
+
+def test_checkpoint_failures_lifecycle_and_run_time_vocabulary(checkpoint, ros, tmp_path):
+    from lifecycle_msgs.msg import Transition
+
+    from gausstr_ros.output_recorder import OutputRecorder, occupancy_labels
+
+    node = ros
+    missing, corrupt = tmp_path / "missing.pth", tmp_path / "corrupt.pth"
+    corrupt.write_bytes(b"this is not a checkpoint" * 20)
+    recorder = OutputRecorder(node)
+    rig = Rig(node)
+    with start_node(missing, tmp_path / "node.log") as proc:
+        wait_log(proc, f"configure failed: cannot load checkpoint '{missing}': checkpoint not found", node, recorder)
+        assert state(node) == "unconfigured"
+        assert set_parameter(node, "checkpoint", str(corrupt)).successful
+        assert not transition(node, Transition.TRANSITION_CONFIGURE)
+        wait_log(proc, f"cannot load checkpoint '{corrupt}'", node, recorder)
+        assert "corrupt or not a torch file" in proc.log()
+        assert state(node) == "unconfigured" and proc.alive()
+
+        assert set_parameter(node, "checkpoint", str(checkpoint)).successful
+        assert transition(node, Transition.TRANSITION_CONFIGURE) and state(node) == "inactive"
+        assert transition(node, Transition.TRANSITION_ACTIVATE) and state(node) == "active"
+        rig.publish_tf()
+        wait_output(node, recorder, rig, 0, "activation")
+        assert len(recorder.messages["occupancy"][-1].msg.class_names) == 16
+
+        rejected = set_parameter(node, "vocabulary_prompts", "car car; road")
+        assert not rejected.successful and "vocabulary_prompts" in rejected.reason
+        assert set_parameter(node, "vocabulary_prompts", "car: car, van; road: road; sky: sky").successful
+        before = recorder.count("occupancy")
+        wait_output(node, recorder, rig, before, "the vocabulary change")
+        msg = recorder.messages["occupancy"][-1].msg
+        assert list(msg.class_names) == ["car", "road", "sky"] and msg.free_label == 2
+        assert occupancy_labels(msg).max() <= 2
+        assert "vocabulary now 'inline'" in proc.log() and "configured:" in proc.log()
+        assert proc.log().count("configured:") == 1  # no model reload
+
+        assert transition(node, Transition.TRANSITION_DEACTIVATE) and state(node) == "inactive"
+        count = recorder.count("occupancy")
+        for _ in range(6):
+            rig.publish_set()
+            spin_for(node, PERIOD_S)
+        assert recorder.count("occupancy") == count
+        assert transition(node, Transition.TRANSITION_CLEANUP) and state(node) == "unconfigured"
+        assert proc.stop() == 0, proc.log()

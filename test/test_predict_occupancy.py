@@ -13,8 +13,8 @@ from torchvision.io import decode_jpeg, read_file
 
 from gausstr_core.cli.run_config import run_config
 from gausstr_core.config import load_config
-from gausstr_core.data.augment import plan_resize_crop
 from gausstr_core.data.cache import read_cache_map
+from gausstr_core.data.dataset import GaussTRDataset
 from gausstr_core.data.nuscenes import NuScenesReader
 from gausstr_core.data.synthetic.generate import SynthOptions, generate_dataset
 from gausstr_core.model import GaussTR, save_checkpoint
@@ -91,17 +91,17 @@ def test_predict_is_deterministic(world: dict) -> None:
     assert torch.equal(again.density, world["first"].density)
 
 
-def test_dataset_style_inputs_equal_original_images(world: dict) -> None:
-    """Images and depths already resized with the dataset's ResizeCrop plus img_aug give the same result."""
-    views, config = world["views"], world["config"]
-    resize = plan_resize_crop(tuple(views.images.shape[-2:]), config.data.input_size)
-    resized = Views(
-        images=resize.image(views.images.float() / 255), intrinsics=views.intrinsics, cam2ego=views.cam2ego,
-        depths=resize.depth(views.depths), img_aug=resize.matrix.expand(6, 3, 3),
-    )
-    prediction = world["predictor"].predict(resized)
+def test_dataset_samples_give_the_same_prediction(world: dict) -> None:
+    """A GaussTRDataset sample (network-input images + img_aug) predicts exactly like the original JPEGs."""
+    config = world["config"]
+    data = dataclasses.replace(config.data, feature_source="online")
+    sample = GaussTRDataset(dataclasses.replace(config, data=data), "val", load_occupancy=False)[0]
+    assert sample.token == world["record"].token
+    views = Views(images=sample.images, intrinsics=sample.intrinsics, cam2ego=sample.cam2ego, depths=sample.depths,
+                  img_aug=sample.img_aug)
+    prediction = world["predictor"].predict(views)
     assert torch.equal(prediction.labels, world["first"].labels)
-    torch.testing.assert_close(prediction.gaussians.means, world["first"].gaussians.means)
+    assert torch.equal(prediction.gaussians.means, world["first"].gaussians.means)
 
 
 def test_nan_depth_means_no_measurement(world: dict) -> None:

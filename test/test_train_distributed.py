@@ -1,15 +1,16 @@
 """`gausstr-train` under `torchrun --nproc-per-node 2` on CPU (gloo): identical parameters on both
 ranks after every step, one shard per rank, only rank 0 writes, resumable on 2 or 1 processes.
 
-The ranks run a small wrapper around `gausstr_core.cli.train.main` that appends to a per-rank trace
-file: after every step the step number, epoch, the batch's sample tokens and a SHA-256 of all
-parameters; and a line for every checkpoint, config and TensorBoard writer the rank creates.
+The ranks run a small wrapper around `gausstr_core.cli.train.main` that trains 3 steps, then
+resumes from the checkpoint to step 5 (one torchrun launch, to save start-up time), appending to a
+per-rank trace file: after every step the step number, epoch, the batch's sample tokens and a
+SHA-256 of all parameters; and a line for every checkpoint, config and TensorBoard writer created.
+One epoch is 2 steps (3 samples padded to 4 over 2 ranks).
 """
 
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -64,7 +65,8 @@ loop._Trainer.train_step = traced_step
 loop.save_checkpoint = traced(loop.save_checkpoint, "checkpoint")
 loop.save_config = traced(loop.save_config, "config")
 torch.utils.tensorboard.SummaryWriter = TracedWriter
-sys.exit(main(sys.argv[2:]))
+code = main([*sys.argv[2:], "--max-steps", "3"])
+sys.exit(code or main([*sys.argv[2:], "--max-steps", "5", "--resume"]))
 """
 
 EXTRA = ("train.epochs=3", "train.log_every=1", "train.checkpoint_every=1000")
@@ -73,7 +75,6 @@ EXTRA = ("train.epochs=3", "train.log_every=1", "train.checkpoint_every=1000")
 def _torchrun(tmp: Path, trace_dir: Path, args: list[str]) -> None:
     script = tmp / "traced_train.py"
     script.write_text(TRACED_TRAIN)
-    trace_dir.mkdir()
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
                str(script), str(trace_dir), *args, "--no-progress"]
     run = subprocess.run(command, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True,
@@ -99,26 +100,22 @@ def _expected_tokens(tokens: list[str], world: int, rank: int, epoch: int) -> li
 
 @pytest.fixture(scope="module")
 def two_rank_run(tiny_train_args: list[str], tmp_path_factory: pytest.TempPathFactory) -> dict:
-    """3 steps on 2 ranks (one epoch is 2 steps: 3 samples padded to 4), then resumed on 2 ranks."""
+    """3 steps on 2 ranks, then resumed on 2 ranks to step 5."""
     tmp = tmp_path_factory.mktemp("ddp")
     work = tmp / "work"
     args = [*tiny_train_args, *EXTRA, "--work-dir", str(work)]
-    _torchrun(tmp, tmp / "first", [*args, "--max-steps", "3"])
-    shutil.copy(latest_checkpoint(work), tmp / "step3.pt")
-    _torchrun(tmp, tmp / "resumed", [*args, "--max-steps", "4", "--resume"])
+    _torchrun(tmp, tmp, args)
     config = config_from_args(build_parser().parse_intermixed_args(args))
     tokens = [r.token for r in GaussTRDataset(config, config.data.train_split, load_occupancy=False).records]
     return {"tmp": tmp, "work": work, "args": args, "tokens": tokens}
 
 
 def test_ranks_hold_identical_parameters_after_every_step(two_rank_run: dict) -> None:
-    for run, steps in (("first", [1, 2, 3]), ("resumed", [4])):
-        rank0, _ = _read_trace(two_rank_run["tmp"] / run, 0)
-        rank1, _ = _read_trace(two_rank_run["tmp"] / run, 1)
-        assert [s[0] for s in rank0] == [s[0] for s in rank1] == steps
-        assert [s[3] for s in rank0] == [s[3] for s in rank1]
-    digests = [s[3] for s in _read_trace(two_rank_run["tmp"] / "first", 0)[0]]
-    assert len(set(digests)) == len(digests)  # and they do train
+    rank0, _ = _read_trace(two_rank_run["tmp"], 0)
+    rank1, _ = _read_trace(two_rank_run["tmp"], 1)
+    assert [s[0] for s in rank0] == [s[0] for s in rank1] == [1, 2, 3, 4, 5]
+    assert [s[3] for s in rank0] == [s[3] for s in rank1]
+    assert len({s[3] for s in rank0}) == 5  # and they do train
 
 
 def test_each_rank_sees_its_own_shard(two_rank_run: dict) -> None:
@@ -126,28 +123,29 @@ def test_each_rank_sees_its_own_shard(two_rank_run: dict) -> None:
     assert len(tokens) == 3
     seen = {}
     for rank in (0, 1):
-        steps = _read_trace(two_rank_run["tmp"] / "first", rank)[0] + _read_trace(two_rank_run["tmp"] / "resumed", rank)[0]
+        steps = _read_trace(two_rank_run["tmp"], rank)[0]
         seen[rank] = [s[2] for s in steps]
-        assert [s[1] for s in steps] == [0, 0, 1, 1]
-        assert seen[rank] == _expected_tokens(tokens, 2, rank, 0) + _expected_tokens(tokens, 2, rank, 1)
+        assert [s[1] for s in steps] == [0, 0, 1, 1, 2]
+        expected = [_expected_tokens(tokens, 2, rank, epoch) for epoch in range(3)]
+        assert seen[rank] == expected[0] + expected[1] + expected[2][:1]
     assert set(seen[0][:2]) | set(seen[1][:2]) == set(tokens)  # epoch 0 covers the data set
     assert seen[0] != seen[1]
 
 
 def test_only_rank_0_writes(two_rank_run: dict) -> None:
-    for run in ("first", "resumed"):
-        assert _read_trace(two_rank_run["tmp"] / run, 1)[1] == []
-        assert {"checkpoint", "config", "tensorboard"} <= set(_read_trace(two_rank_run["tmp"] / run, 0)[1])
+    assert _read_trace(two_rank_run["tmp"], 1)[1] == []
+    writes = _read_trace(two_rank_run["tmp"], 0)[1]
+    assert writes.count("config") == 2 and writes.count("tensorboard") == 2 and "checkpoint" in writes
     state = load_checkpoint(latest_checkpoint(two_rank_run["work"]))["train_state"]
-    assert (state["step"], state["epoch"], state["consumed"], state["world_size"]) == (4, 2, 0, 2)
+    assert (state["step"], state["epoch"], state["consumed"], state["world_size"]) == (5, 2, 1, 2)
 
 
 def test_two_rank_checkpoint_resumes_on_one_process(two_rank_run: dict, tmp_path: Path) -> None:
-    """Step 3 of 2 ranks consumed 2 samples of epoch 1; one process finishes that epoch with the
-    third sample of its (one-rank) order, then goes on."""
+    """At step 5 the 2 ranks consumed 2 samples of the last epoch (2); one process finishes it with
+    the third sample of its own order."""
     args = [*two_rank_run["args"], "--work-dir", str(tmp_path)]
     config = config_from_args(build_parser().parse_intermixed_args(args))
-    result = train(config, device="cpu", resume=two_rank_run["tmp"] / "step3.pt", max_steps=5, show_progress=False)
-    assert result.steps == 5 and len(result.losses) == 2
+    result = train(config, device="cpu", resume=latest_checkpoint(two_rank_run["work"]), show_progress=False)
+    assert result.steps == 6 and result.epochs_done == 3 and len(result.losses) == 1
     state = load_checkpoint(latest_checkpoint(tmp_path))["train_state"]
-    assert (state["step"], state["epoch"], state["consumed"], state["world_size"]) == (5, 2, 1, 1)
+    assert (state["step"], state["epoch"], state["consumed"], state["world_size"]) == (6, 3, 0, 1)

@@ -82,7 +82,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
             f"checkpoint {path} holds objects that are not plain weights ({reason}); if it is one of the "
             "authors' mmengine .pth files, convert it first with `gausstr-convert`"
         ) from exc
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError) as exc:
+    except (RuntimeError, EOFError, IndexError, zipfile.BadZipFile, OSError) as exc:
         raise ValueError(f"checkpoint {path} is corrupt or not a torch file: {exc}") from exc
     if not isinstance(ckpt, dict) or any(k not in ckpt for k in RESERVED_KEYS):
         found = sorted(ckpt) if isinstance(ckpt, dict) else type(ckpt).__name__
