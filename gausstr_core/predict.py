@@ -209,11 +209,10 @@ class OccupancyPredictor:
         self.config = config
         self.grid = config.grid.build()
         self._feature_provider = _LazyProvider(
-            "feature provider", feature_provider, build_feature_provider, self.device,
-            lambda p: _check_feature_provider(p, config.model),
+            feature_provider, build_feature_provider, self.device, lambda p: _check_feature_provider(p, config.model)
         )
-        self._depth_provider = _LazyProvider("depth provider", depth_provider, build_depth_provider, self.device)
-        self._text_encoder = _LazyProvider("text encoder", text_encoder, build_text_encoder, self.device)
+        self._depth_provider = _LazyProvider(depth_provider, build_depth_provider, self.device)
+        self._text_encoder = _LazyProvider(text_encoder, build_text_encoder, self.device)
         if vocabulary is None:
             vocabulary = config.inference.vocabulary
             prototypes = prototypes or config.inference.prototypes or None
@@ -273,7 +272,8 @@ class OccupancyPredictor:
                     f"vocabulary {vocabulary.name!r} needs prototypes: give a prototype file (gausstr-prepare "
                     "text; inference.prototypes) or a text encoder (inference.text_encoder)"
                 )
-            prototypes = compute_prototypes(vocabulary, encoder, type(encoder).__name__)
+            with torch.no_grad():
+                prototypes = compute_prototypes(vocabulary, encoder, type(encoder).__name__)
         elif not isinstance(prototypes, Prototypes):
             prototypes = load_prototypes(resolve_resource(prototypes, "prototype file"), vocabulary)
         if prototypes.prompts != vocabulary.prompts:
@@ -415,10 +415,9 @@ class _LazyProvider:
     """A provider object, or a registry spec built (once) on first use: heavy models load only if needed."""
 
     def __init__(
-        self, kind: str, value: Any, build: Callable[..., Any], device: torch.device,
-        check: Callable[[Any], None] | None = None,
+        self, value: Any, build: Callable[..., Any], device: torch.device, check: Callable[[Any], None] | None = None
     ) -> None:
-        self.kind, self.build, self.device, self.check = kind, build, device, check
+        self.build, self.device, self.check = build, device, check
         self.spec = value if isinstance(value, dict) else None
         self.value = None if isinstance(value, dict) else value
         if self.value is not None and self.check is not None:

@@ -44,7 +44,7 @@ import torch
 from gausstr_core.grid import VoxelGrid
 
 TILE = (8, 8, 16)  # voxels per tile along x, y, z (clipped to the grid)
-DEFAULT_CHUNK_SIZE = 1 << 22  # (voxel, Gaussian) evaluations per chunk: 16 MB per float32 buffer
+DEFAULT_CHUNK_SIZE = 1 << 20  # (voxel, Gaussian) evaluations per chunk: 4 MB per float32 buffer (cache-friendly)
 DEFAULT_EPS = 1e-6  # m^2 added to every covariance diagonal
 RELATIVE_EPS = 1e-5  # times the mean variance, also added to the diagonal
 FEATURE_EPS = 1e-6  # density floor when normalising features
@@ -128,9 +128,7 @@ def voxelize_gaussians(
     weighted = means.new_zeros(*padded, channels)
     density = means.new_zeros(padded)
     weighted_rows, density_rows = weighted.view(-1, tz, channels), density.view(-1, tz)
-    differentiable = torch.is_grad_enabled() and any(
-        t.requires_grad for t in (means, covariances, opacities, features)
-    )
+    differentiable = torch.is_grad_enabled() and any(t.requires_grad for t in (means, covariances, opacities, features))
     # Without autograd every chunk reuses scratch buffers (fresh large buffers cost page faults).
     scratch_size = max(budget, channels + 1) * tile_voxels
     scratch = None if differentiable else [means.new_empty(scratch_size) for _ in range(3)]
@@ -141,10 +139,10 @@ def voxelize_gaussians(
     tile_coords = _tile_coords(tiles_per_axis, device)
     for tiles, slots in _chunks(units, num, budget, channels + 1):
         coords = tile_coords[tiles]  # (U, 3) tile index along x, y, z
-        weights = _tile_weights(
-            coords, tile, grid, means[slots], tables[slots], lo[slots], hi[slots], buffer(0, (*slots.shape, tx * ty, tz))
-        ).flatten(2)  # (U, K, tile voxels)
         units_here = slots.shape[0]
+        out = buffer(0, (*slots.shape, tx * ty, tz))
+        weights = _tile_weights(coords, tile, grid, means[slots], tables[slots], lo[slots], hi[slots], out)
+        weights = weights.flatten(2)  # (U, K, tile voxels)
         # Channels-first product (the fast layout), then one small transpose into the grid's layout.
         contrib = torch.bmm(sources[slots].transpose(1, 2), weights, out=buffer(1, (units_here, channels, tile_voxels)))
         contrib_last = buffer(2, (units_here, tile_voxels, channels))

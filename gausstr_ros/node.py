@@ -206,7 +206,8 @@ class OccupancyNode(LifecycleNode):
         self._waiting_since: float | None = None  # monotonic s
         self._started = False
         self._pending: FrameSet | None = None  # newest set waiting for calibration
-        self._last_timings: dict[str, float] = {}
+        self._timing_sums: dict[str, float] = {}  # stage -> summed ms over the processed sets
+        self._timed_sets = 0
 
     # --- input callbacks (executor thread) ---
 
@@ -316,8 +317,11 @@ class OccupancyNode(LifecycleNode):
         self._processing_pub.publish(Float64(data=processing_ms))
         self._latency_pub.publish(Float64(data=pipeline_ms))
         self._health.output(pipeline_ms, processing_ms)
-        self._last_timings = {"decode": decoded.decode_ms, **prediction.timings,
-                              "messages": (published - built) * 1e3, "publish": (end - published) * 1e3}
+        timings = {"decode": decoded.decode_ms, **prediction.timings, "messages": (published - built) * 1e3,
+                   "publish": (end - published) * 1e3}
+        for stage, ms in timings.items():
+            self._timing_sums[stage] = self._timing_sums.get(stage, 0.0) + ms
+        self._timed_sets += 1
 
     def _on_worker_error(self, item: Any, err: BaseException) -> None:
         if isinstance(err, InputError):
@@ -340,6 +344,7 @@ class OccupancyNode(LifecycleNode):
                 self._problem("stale camera", camera, "no image for over 1 s while other cameras publish: "
                               "no camera set can be formed")
         sync_stats, worker_stats = self._sync.stats, self._worker.stats
+        sums, sets = dict(self._timing_sums), max(self._timed_sets, 1)  # snapshot (the worker adds to them)
         pipeline = {
             "state": "running" if self._started else "waiting for calibration",
             "camera sets": sync_stats.sets,
@@ -348,7 +353,7 @@ class OccupancyNode(LifecycleNode):
             "sets failed": worker_stats.failed,
             "sync overflow drops": sum(sync_stats.dropped_overflow),
             "out-of-order drops": sum(sync_stats.out_of_order),
-            **{f"{stage} ms (last)": f"{ms:.1f}" for stage, ms in self._last_timings.items()},
+            **{f"{stage} ms (mean)": f"{ms / sets:.1f}" for stage, ms in sums.items()},
         }
         waiting = self._waiting_for
         problem = f"waiting for calibration: {waiting}" if waiting else ""

@@ -136,3 +136,14 @@ def test_eval_errors_are_reported(world: dict, capsys: pytest.CaptureFixture) ->
     assert "--limit" in capsys.readouterr().err
     assert eval_cli.main([str(world["root"] / "missing.pth"), "--data", data]) == 2
     assert "checkpoint not found" in capsys.readouterr().err
+
+
+def test_eval_with_cached_features(world: dict, tmp_path: Path) -> None:
+    """--features cache feeds the prepared feature maps (the same provider's float16 output)."""
+    out = tmp_path / "cached.json"
+    code = eval_cli.main([str(world["checkpoint"]), "--data", str(world["summary"].dataroot), "--limit", "1",
+                          "--features", "cache", "--json", str(out), "--no-progress"])
+    assert code == 0
+    summary = json.loads(out.read_text())
+    assert summary["samples"] == 1 and summary["timings_ms"]["features"] == 0.0
+    assert summary["metrics"]["num_voxels"] > 0

@@ -2,7 +2,8 @@
 ranks after every step, one shard per rank, only rank 0 writes, resumable on 2 or 1 processes.
 
 The ranks run a small wrapper around `gausstr_core.cli.train.main` that trains 3 steps, then
-resumes from the checkpoint to step 5 (one torchrun launch, to save start-up time), appending to a
+resumes from the checkpoint to step 5 (one torchrun launch to save start-up time: the wrapper owns
+the process group, which train() then leaves alive), appending to a
 per-rank trace file: after every step the step number, epoch, the batch's sample tokens and a
 SHA-256 of all parameters; and a line for every checkpoint, config and TensorBoard writer created.
 One epoch is 2 steps (3 samples padded to 4 over 2 ranks).
@@ -11,6 +12,7 @@ One epoch is 2 steps (3 samples padded to 4 over 2 ranks).
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -27,6 +29,7 @@ TRACED_TRAIN = """
 import hashlib, os, sys
 from pathlib import Path
 
+import torch.distributed as dist
 import torch.utils.tensorboard
 
 import gausstr_core.train.loop as loop
@@ -65,8 +68,10 @@ loop._Trainer.train_step = traced_step
 loop.save_checkpoint = traced(loop.save_checkpoint, "checkpoint")
 loop.save_config = traced(loop.save_config, "config")
 torch.utils.tensorboard.SummaryWriter = TracedWriter
-code = main([*sys.argv[2:], "--max-steps", "3"])
-sys.exit(code or main([*sys.argv[2:], "--max-steps", "5", "--resume"]))
+dist.init_process_group("gloo")
+code = main([*sys.argv[2:], "--max-steps", "3"]) or main([*sys.argv[2:], "--max-steps", "5", "--resume"])
+dist.destroy_process_group()
+sys.exit(code)
 """
 
 EXTRA = ("train.epochs=3", "train.log_every=1", "train.checkpoint_every=1000")
@@ -77,9 +82,15 @@ def _torchrun(tmp: Path, trace_dir: Path, args: list[str]) -> None:
     script.write_text(TRACED_TRAIN)
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
                str(script), str(trace_dir), *args, "--no-progress"]
-    run = subprocess.run(command, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True,
-                         timeout=400)
-    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    launcher = subprocess.Popen(command, env={**os.environ, "OMP_NUM_THREADS": "1"}, stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    try:
+        output, _ = launcher.communicate(timeout=300)
+    finally:
+        if launcher.poll() is None:  # timed out: take the workers down too
+            os.killpg(launcher.pid, signal.SIGKILL)
+            launcher.wait()
+    assert launcher.returncode == 0, output[-5000:]
 
 
 def _read_trace(trace_dir: Path, rank: int) -> tuple[list[tuple[int, int, str, str]], list[str]]:

@@ -21,7 +21,6 @@ from pathlib import Path
 from tqdm import tqdm
 
 from gausstr_core.cli.run_config import add_run_config_arguments, checkpoint_config, run_config
-from gausstr_core.config import Config
 from gausstr_core.data.nuscenes import NuScenesReader
 from gausstr_core.data.occ3d import load_occ3d, occ3d_path
 from gausstr_core.metrics import OccupancyMetrics
@@ -44,7 +43,6 @@ class EvalResult:
 
 def evaluate(
     predictor: OccupancyPredictor,
-    config: Config,
     split: str,
     *,
     limit: int | None = None,
@@ -57,8 +55,11 @@ def evaluate(
     """Predict every sample of `split` (the first `limit`) and accumulate the Occ3D confusion matrix."""
     if mask not in MASKS:
         raise ValueError(f"mask must be one of {MASKS}, got {mask!r}")
-    predictor.vocabulary.occ3d_ids  # noqa: B018 -- raises early when the vocabulary has no Occ3D mapping
-    data = config.data
+    unmapped = [c.name for c in predictor.vocabulary.classes if c.occ3d_id is None]
+    if unmapped:
+        raise ValueError(f"vocabulary {predictor.vocabulary.name!r} cannot be scored on Occ3D: classes {unmapped} "
+                         "declare no occ3d_id")
+    data = predictor.config.data
     reader = NuScenesReader(data.dataroot, data.version, data.cameras)
     tokens = reader.split_samples(split)[:limit]
     if not tokens:
@@ -105,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
         config = run_config(base, args.config, args.data, args.overrides)
         predictor = OccupancyPredictor.from_checkpoint(args.checkpoint, args.device, config=config)
         result = evaluate(
-            predictor, config, args.split or config.data.val_split, limit=args.limit, mask=args.mask,
+            predictor, args.split or config.data.val_split, limit=args.limit, mask=args.mask,
             cached_features=args.features == "cache", cached_depth=args.depth == "cache",
             dump_dir=args.dump_dir, progress=not args.no_progress,
         )

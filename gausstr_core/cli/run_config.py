@@ -64,4 +64,7 @@ def run_config(base: Config, config_file: str | None, data_dir: str | None, over
                     f"({versions}); set data.version=..."
                 )
             data["version"] = versions[0]
+    fixed = [item for item in overrides if item.strip().startswith(("model.", "model="))]
+    if fixed:
+        raise ValueError(f"overrides {fixed}: the model section comes from the checkpoint and cannot be overridden")
     return config_from_dict(apply_overrides(values, overrides))

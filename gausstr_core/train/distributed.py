@@ -15,6 +15,7 @@ class DistInfo:
     world_size: int
     local_rank: int
     device: torch.device
+    owns_group: bool = False  # init_distributed created the process group (shutdown destroys it)
 
     @property
     def is_main(self) -> bool:
@@ -24,7 +25,8 @@ class DistInfo:
 def init_distributed(device: str) -> DistInfo:
     """Join the process group torchrun describes (WORLD_SIZE > 1), else a single process.
 
-    device: 'cpu', 'cuda' or 'auto'; on CUDA each process takes GPU LOCAL_RANK.
+    device: 'cpu', 'cuda' or 'auto'; on CUDA each process takes GPU LOCAL_RANK. A process group the
+    caller already initialised is used as it is (and left alive by `shutdown`).
     """
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
@@ -38,9 +40,10 @@ def init_distributed(device: str) -> DistInfo:
         dev = torch.device("cuda", local)
     else:
         dev = torch.device(device)
-    if world > 1 and not dist.is_initialized():
+    owns = world > 1 and not dist.is_initialized()
+    if owns:
         dist.init_process_group(backend="nccl" if dev.type == "cuda" else "gloo")
-    return DistInfo(rank=rank, world_size=world, local_rank=local, device=dev)
+    return DistInfo(rank=rank, world_size=world, local_rank=local, device=dev, owns_group=owns)
 
 
 def all_reduce_mean(value: torch.Tensor, info: DistInfo) -> torch.Tensor:
@@ -58,5 +61,5 @@ def barrier(info: DistInfo) -> None:
 
 
 def shutdown(info: DistInfo) -> None:
-    if info.world_size > 1 and dist.is_initialized():
+    if info.owns_group and dist.is_initialized():
         dist.destroy_process_group()

@@ -22,7 +22,7 @@ from gausstr_core.viz.cameras import draw_cameras
 from gausstr_core.viz.gaussians import draw_gaussians_bev
 from gausstr_core.viz.occupancy import add_class_legend, draw_bev, draw_voxels_3d
 
-DPI = 110
+DPI = 90
 
 
 def save_prediction_figures(
@@ -43,29 +43,29 @@ def save_prediction_figures(
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     grid = prediction.grid
-    panels = [("prediction", prediction.labels.cpu().numpy(), prediction.free_label,
-               class_colors(prediction.class_names), prediction.class_names)]
+    colors = class_colors(prediction.class_names)
+    panels = [("prediction", prediction.labels.cpu().numpy(), prediction.free_label, colors, prediction.class_names)]
     if truth is not None:
         visible = np.where(truth.mask_camera, truth.semantics, FREE_ID)
         panels.append(("ground truth (camera mask)", visible, FREE_ID, class_colors(OCC3D_CLASSES), OCC3D_CLASSES))
     legend = {}
-    for _, labels, free, colors, names in panels:
+    for _, labels, free, table, names in panels:
         for value in np.unique(labels):
             if value != free:
-                legend[names[value]] = colors[value]
+                legend[names[value]] = table[value]
     written = []
 
     fig = Figure(figsize=(6 * len(panels), 7))
     fig.subplots_adjust(left=0.08, right=0.98, top=0.95, wspace=0.25)
-    for i, (title, labels, free, colors, _) in enumerate(panels):
-        draw_bev(fig.add_subplot(1, len(panels), i + 1), labels, free, colors, grid, f"{title}: bird's-eye view")
+    for i, (title, labels, free, table, _) in enumerate(panels):
+        draw_bev(fig.add_subplot(1, len(panels), i + 1), labels, free, table, grid, f"{title}: bird's-eye view")
     add_class_legend(fig, legend)
     written.append(_save(fig, out_dir / f"{prefix}bev.png"))
 
     fig = Figure(figsize=(7 * len(panels), 5.5))
-    fig.subplots_adjust(left=0.0, right=1.0, top=1.0, wspace=0.05)
-    for i, (title, labels, free, colors, _) in enumerate(panels):
-        draw_voxels_3d(fig.add_subplot(1, len(panels), i + 1, projection="3d"), labels, free, colors, grid, title)
+    fig.subplots_adjust(left=0.0, right=1.0, top=0.92, wspace=0.05)
+    for i, (title, labels, free, table, _) in enumerate(panels):
+        draw_voxels_3d(fig.add_subplot(1, len(panels), i + 1, projection="3d"), labels, free, table, grid, title)
     add_class_legend(fig, legend)
     written.append(_save(fig, out_dir / f"{prefix}voxels_3d.png"))
 
@@ -75,9 +75,9 @@ def save_prediction_figures(
     labels = prediction.gaussian_labels.cpu().numpy()
     draw_gaussians_bev(
         fig.add_subplot(1, 1, 1), gaussians.means[0].numpy(), gaussians.covariances[0].numpy(),
-        gaussians.opacities[0].numpy(), panels[0][3][labels], grid, "Gaussians by class",
+        gaussians.opacities[0].numpy(), colors[labels], grid, "Gaussians by class",
     )
-    add_class_legend(fig, {prediction.class_names[v]: panels[0][3][v] for v in np.unique(labels)}, columns=4)
+    add_class_legend(fig, {prediction.class_names[v]: colors[v] for v in np.unique(labels)}, columns=4)
     written.append(_save(fig, out_dir / f"{prefix}gaussians_bev.png"))
 
     if inputs is not None:

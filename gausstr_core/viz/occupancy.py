@@ -47,7 +47,7 @@ def draw_bev(ax: Axes, labels: np.ndarray, free_label: int, colors: np.ndarray, 
 
 def draw_voxels_3d(
     ax: Axes, labels: np.ndarray, free_label: int, colors: np.ndarray, grid: VoxelGrid, title: str,
-    max_points: int = 20000, seed: int = 0,
+    max_points: int = 15000, seed: int = 0,
 ) -> None:
     """Occupied voxel centres as an oblique 3D scatter (a seeded subsample of at most max_points).
 

@@ -1,0 +1,199 @@
+"""Occupancy node cost per frame set: six 1600x900 JPEGs (>= 150 KB each) -> outputs.
+
+Part 1 (direct calls, the node's own functions): decode, preprocess, features, model, voxelise,
+semantics, message building, publish (rclpy publishers with a subscriber in this process), and the
+non-model overhead (decode + preprocess + messages + publish) as a ratio to the 83 ms camera period,
+at the tiny model's input (112x200) and at 504x896. Part 2 (node in its own process): six cameras
+published at 12 Hz for --seconds; input-to-output latency and output rate.
+
+    python benchmarks/node.py [--sets 5] [--seconds 15] [--skip-live]
+Untrained tiny model (the cost does not depend on the weights); Occ3D grid 200x200x16.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import io
+import os
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image as PILImage
+
+from gausstr_core.config import load_config
+from gausstr_core.data.synthetic.rig import nuscenes_rig
+from gausstr_core.model.checkpoint import save_checkpoint
+from gausstr_core.model.gausstr import GaussTR
+from gausstr_core.predict import OccupancyPredictor
+
+REPO = Path(__file__).resolve().parents[1]
+PERIOD_MS = 1000 / 12
+WIDTH, HEIGHT = 1600, 900
+
+
+def make_jpegs() -> list[bytes]:
+    """Six 1600x900 JPEGs of textured content, >= 150 KB each."""
+    out = []
+    for seed in range(6):
+        rng = np.random.default_rng(seed)
+        yy, xx = np.mgrid[0:HEIGHT, 0:WIDTH]
+        base = np.stack([(xx * (seed + 1) // 7) % 256, (yy * 3) % 256, ((xx + yy) // 5) % 256], -1)
+        noise = rng.integers(0, 60, (HEIGHT, WIDTH, 3))
+        buf = io.BytesIO()
+        PILImage.fromarray((base + noise).clip(0, 255).astype(np.uint8)).save(buf, format="JPEG", quality=90)
+        out.append(buf.getvalue())
+    assert min(len(j) for j in out) >= 150_000, [len(j) for j in out]
+    return out
+
+
+def make_checkpoint(path: Path, input_size: tuple[int, int]) -> Path:
+    config = load_config(str(REPO / "config" / "tiny.yaml"))
+    data = config.data
+    data.image_size, data.input_size = (HEIGHT, WIDTH), input_size
+    data.feature_provider = {"name": "synthetic", "feature_dim": 64, "patch_size": 8, "seed": 0}
+    torch.manual_seed(0)
+    save_checkpoint(path, GaussTR(config.model), dataclasses.replace(config))
+    return path
+
+
+def frame_messages(jpegs: list[bytes], stamp_ns: int, depth_size: tuple[int, int]):
+    from gausstr_ros.image_codec import camera_info_msg, compressed_image_msg, depth_image_msg
+    from gausstr_ros.stamps import make_header
+
+    rig = nuscenes_rig(WIDTH, HEIGHT)
+    images, infos, depths = [], [], []
+    for i, (cam, data) in enumerate(zip(rig, jpegs)):
+        header = make_header(cam.name, stamp_ns + i * 7_000_000)
+        images.append(compressed_image_msg(data, header))
+        infos.append(camera_info_msg(cam.intrinsics, WIDTH, HEIGHT, header))
+        depths.append(depth_image_msg(np.full(depth_size, 15.0, np.float32), header))
+    return rig, images, infos, depths
+
+
+def direct(jpegs: list[bytes], input_size: tuple[int, int], sets: int, tmp: Path) -> dict[str, float]:
+    """Mean ms per stage over `sets` frame sets through the node's own input/output functions."""
+    import rclpy
+
+    from gausstr_ros.bag_writer import transform_msg
+    from gausstr_ros.gaussian_msgs import MarkerPublisherState
+    from gausstr_ros.image_codec import parse_camera_info
+    from gausstr_ros.node_inputs import FrameSet, camera_to_base, decode_views
+    from gausstr_ros.node_outputs import OUTPUT_TYPES, OutputOptions, build_outputs
+    from gausstr_ros.qos import OUTPUT_QOS
+    from gausstr_ros.stamps import make_header
+    from gausstr_ros.tf_buffer import TransformBuffer
+
+    predictor = OccupancyPredictor.from_checkpoint(make_checkpoint(tmp / f"tiny_{input_size[0]}.pth", input_size))
+    rig, images, infos, depths = frame_messages(jpegs, 10**18, input_size)
+    tf = TransformBuffer()
+    for cam in rig:
+        tf.add_message(transform_msg("base_link", cam.name, cam.cam2ego, 0), static=True)
+    intrinsics = [parse_camera_info(m) for m in infos]
+    cameras = [c.name for c in rig]
+    node = rclpy.create_node(f"bench_{input_size[0]}")
+    pubs = {k: node.create_publisher(t, f"~/{k}", OUTPUT_QOS) for k, t in OUTPUT_TYPES.items()}
+    subs = [node.create_subscription(t, f"~/{k}", lambda m: None, OUTPUT_QOS) for k, t in OUTPUT_TYPES.items()]
+    state, options = MarkerPublisherState(), OutputOptions(bev_obstacle_classes=("car", "manmade"))
+    rows = []
+    for i in range(sets + 1):  # the first set warms up
+        frame = FrameSet(tuple(10**18 for _ in cameras), tuple(images), tuple(depths), time.monotonic())
+        start = time.perf_counter()
+        cam2base = camera_to_base(tf, "base_link", cameras, frame.images)
+        decoded = decode_views(frame, cameras, intrinsics, cam2base, input_size)
+        prediction = predictor.predict(decoded.views)
+        built = time.perf_counter()
+        outputs = build_outputs(prediction, make_header("base_link", 10**18), options, state)
+        published = time.perf_counter()
+        for key, msg in outputs.items():
+            pubs[key].publish(msg)
+        end = time.perf_counter()
+        if i:
+            rows.append({"decode": decoded.decode_ms, **prediction.timings,
+                         "messages": (published - built) * 1e3, "publish": (end - published) * 1e3,
+                         "set": (end - start) * 1e3})
+    for sub in subs:
+        node.destroy_subscription(sub)
+    node.destroy_node()
+    return {k: statistics.mean(r[k] for r in rows) for k in rows[0]}
+
+
+def live(jpegs: list[bytes], seconds: float, tmp: Path) -> tuple[float, float, int, int]:
+    """Node process fed at 12 Hz: (mean pipeline latency ms, output rate Hz, sets published, outputs)."""
+    import rclpy
+    from sensor_msgs.msg import CameraInfo, CompressedImage, Image
+    from tf2_msgs.msg import TFMessage
+
+    from gausstr_ros.bag_writer import camera_info_topic, depth_topic, image_topic, transform_msg
+    from gausstr_ros.output_recorder import OutputRecorder
+    from gausstr_ros.qos import OUTPUT_QOS, TF_STATIC_QOS
+    from gausstr_ros.replay_session import NodeProcess, input_topics, spin_until, wait_for_subscriptions
+
+    input_size = (112, 200)
+    checkpoint = make_checkpoint(tmp / "live.pth", input_size)
+    rig = nuscenes_rig(WIDTH, HEIGHT)
+    cameras = [c.name for c in rig]
+    node = rclpy.create_node("bench_feeder")
+    pubs = [(node.create_publisher(CompressedImage, image_topic(c), OUTPUT_QOS),
+             node.create_publisher(CameraInfo, camera_info_topic(c), OUTPUT_QOS),
+             node.create_publisher(Image, depth_topic(c), OUTPUT_QOS)) for c in cameras]
+    tf_pub = node.create_publisher(TFMessage, "/tf_static", TF_STATIC_QOS)
+    recorder = OutputRecorder(node)
+    with NodeProcess(checkpoint, cameras, tmp / "node.log", depth_source="topic") as proc:
+        if not wait_for_subscriptions(node, input_topics(cameras, True), 120):
+            raise RuntimeError(f"node not ready:\n{proc.log()}")
+        tf_pub.publish(TFMessage(transforms=[transform_msg("base_link", c.name, c.cam2ego, 0) for c in rig]))
+        spin_until(node, lambda: False, 2.0)
+        start, sent = time.monotonic(), 0
+        while time.monotonic() - start < seconds:
+            due = start + sent * PERIOD_MS / 1000
+            spin_until(node, lambda d=due: time.monotonic() >= d, 1.0)
+            _, images, infos, depths = frame_messages(jpegs, time.time_ns(), input_size)
+            for (pi, pc, pd), image, info, depth in zip(pubs, images, infos, depths):
+                pc.publish(info)
+                pd.publish(depth)
+                pi.publish(image)
+            sent += 1
+        first_out = recorder.count("occupancy")
+        spin_until(node, lambda: False, 5.0)
+        outputs = recorder.count("occupancy")
+        latencies = [r.msg.data for r in recorder.messages["debug/pipeline_latency_ms"]]
+    node.destroy_node()
+    rate = first_out / seconds
+    return (statistics.mean(latencies) if latencies else float("nan")), rate, sent, outputs
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--sets", type=int, default=5)
+    parser.add_argument("--seconds", type=float, default=15.0)
+    parser.add_argument("--skip-live", action="store_true")
+    args = parser.parse_args()
+    import rclpy
+
+    os.environ.setdefault("ROS_DOMAIN_ID", "57")
+    rclpy.init()
+    jpegs = make_jpegs()
+    print(f"six 1600x900 JPEGs: {[len(j) // 1000 for j in jpegs]} KB; torch threads {torch.get_num_threads()}")
+    with tempfile.TemporaryDirectory() as tmp:
+        for input_size in ((112, 200), (504, 896)):
+            ms = direct(jpegs, input_size, args.sets, Path(tmp))
+            overhead = ms["decode"] + ms["preprocess"] + ms["messages"] + ms["publish"]
+            print(f"\ninput {input_size[1]}x{input_size[0]} (mean of {args.sets} sets, ms): "
+                  + ", ".join(f"{k} {v:.1f}" for k, v in ms.items()))
+            print(f"  non-model overhead (decode + preprocess + messages + publish) {overhead:.1f} ms = "
+                  f"{overhead / PERIOD_MS:.2f} x the 83 ms camera period (goal <= 0.75 at 112x200)")
+        if not args.skip_live:
+            latency, rate, sent, outputs = live(jpegs, args.seconds, Path(tmp))
+            print(f"\nnode process, six cameras at 12 Hz for {args.seconds:.0f} s ({sent} sets sent): output rate "
+                  f"{rate:.2f} Hz, {outputs} outputs, {sent - outputs} sets dropped latest-only; input-to-output "
+                  f"latency {latency:.0f} ms (mean)")
+    rclpy.shutdown()
+
+
+if __name__ == "__main__":
+    main()

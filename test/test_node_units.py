@@ -1,0 +1,105 @@
+"""Node building blocks without a ROS graph: parameters vs config/occupancy.yaml, validation, the
+latest-only worker, throttled problem reporting."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import pytest
+import yaml
+from builtin_interfaces.msg import Time
+from diagnostic_msgs.msg import DiagnosticStatus
+
+from gausstr_ros.diagnostics import InputHealth
+from gausstr_ros.inference_worker import LatestOnlyWorker
+from gausstr_ros.node_params import PARAMETERS, check_parameter, parse_vocabulary_prompts
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_declared_parameters_are_exactly_the_params_file():
+    params = yaml.safe_load((REPO / "config" / "occupancy.yaml").read_text())["/**"]["ros__parameters"]
+    assert set(PARAMETERS) == set(params)
+    for name, value in params.items():
+        assert PARAMETERS[name].default == value, name
+        assert type(PARAMETERS[name].default) is type(value), name
+        assert PARAMETERS[name].description, name
+
+
+@pytest.mark.parametrize(("name", "value", "words"), [
+    ("device", "gpu", "cpu, cuda or cuda:N"),
+    ("cameras", [], "at least one camera"),
+    ("cameras", ["CAM_FRONT", "CAM_FRONT"], "repeat"),
+    ("cameras", ["CAM FRONT"], "valid ROS name"),
+    ("image_transport", "theora", "raw"),
+    ("depth_source", "lidar", "provider"),
+    ("sync_slop_s", float("nan"), "outside"),
+    ("queue_size", 0, "outside"),
+    ("max_markers", -1, "outside"),
+    ("vocabulary_prompts", "car; road: road", "class_name: prompt"),
+    ("vocabulary_prompts", "road: road", "at least two classes"),
+    ("base_frame", "/", "non-empty frame"),
+])
+def test_invalid_values_are_refused_naming_the_parameter(name, value, words):
+    reason = check_parameter(name, value)
+    assert reason is not None and name in reason and words in reason
+
+
+def test_valid_values_pass_and_inline_vocabulary_parses():
+    for name, spec in PARAMETERS.items():
+        assert check_parameter(name, spec.default) is None, name
+    vocabulary = parse_vocabulary_prompts(" car: car, van; road: road ;sky: sky;")
+    assert vocabulary.class_names == ["car", "road", "sky"] and vocabulary.free_class == "sky"
+    assert vocabulary.prompts == ["car", "van", "road", "sky"]
+
+
+def test_latest_only_worker_drops_stale_items_and_survives_errors():
+    gate, seen, errors = threading.Event(), [], []
+
+    def handler(item):
+        gate.wait(5)
+        if item == "bad":
+            raise ValueError("bad item")
+        seen.append(item)
+
+    worker = LatestOnlyWorker(handler, lambda item, err: errors.append((item, str(err))))
+    worker.submit(0)  # taken at once, blocks on the gate
+    assert worker.wait_idle(0.2) is False
+    replaced = [worker.submit(i) for i in range(1, 6)]  # each replaces the one waiting
+    assert replaced == [False, True, True, True, True]
+    gate.set()
+    assert worker.wait_idle(5)
+    assert seen[-1] == 5 and 1 not in seen and len(seen) <= 2
+    worker.submit("bad")
+    worker.submit(7)
+    assert worker.wait_idle(5)
+    assert worker.stats.dropped >= 4 and seen[-1] == 7
+    assert errors in ([("bad", "bad item")], [])  # "bad" may be replaced by 7 before it runs
+    worker.stop()
+    with pytest.raises(RuntimeError, match="after stop"):
+        worker.submit(8)
+
+
+def test_problems_are_counted_and_warnings_throttled():
+    now = [0.0]
+    health = InputHealth(["a", "b"], stale_after_s=1.0, warn_period_s=5.0, clock=lambda: now[0])
+    logged = [health.problem("bad image", "a", f"corrupt JPEG ({n} bytes)") for n in (100, 120, 130)]
+    assert logged == [True, False, False]  # same message up to its numbers
+    assert health.problem("bad image", "a", "CompressedImage is empty")  # a different problem: logged at once
+    assert not health.problem("tf", "b", "missing", loggable=False)
+    assert health.problem("tf", "b", "missing")  # the first loggable one
+    now[0] = 6.0
+    assert health.problem("bad image", "a", "CompressedImage is empty")  # after the warn period
+    assert health.problem_counts() == {("bad image", "a"): 5, ("tf", "b"): 2}
+    health.received("a")
+    now[0] = 6.5
+    assert health.stale_cameras() == ["b"]
+    now[0] = 7.6
+    assert health.stale_cameras() == ["a", "b"]
+    array = health.diagnostics("node", Time(sec=3), {"camera sets": 4}, "waiting for calibration: tf")
+    levels = {s.name: (s.level, s.message) for s in array.status}
+    assert levels["node: inputs"] == (DiagnosticStatus.WARN, "stale cameras: a, b")
+    assert levels["node: pipeline"] == (DiagnosticStatus.WARN, "waiting for calibration: tf")
+    assert levels["node: input problems"][0] == DiagnosticStatus.WARN  # seen within recent_s
+    assert array.header.stamp.sec == 3
