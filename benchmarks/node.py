@@ -43,9 +43,9 @@ def make_jpegs() -> list[bytes]:
         rng = np.random.default_rng(seed)
         yy, xx = np.mgrid[0:HEIGHT, 0:WIDTH]
         base = np.stack([(xx * (seed + 1) // 7) % 256, (yy * 3) % 256, ((xx + yy) // 5) % 256], -1)
-        noise = rng.integers(0, 60, (HEIGHT, WIDTH, 3))
+        noise = rng.integers(0, 24, (HEIGHT, WIDTH, 3))
         buf = io.BytesIO()
-        PILImage.fromarray((base + noise).clip(0, 255).astype(np.uint8)).save(buf, format="JPEG", quality=90)
+        PILImage.fromarray((base + noise).clip(0, 255).astype(np.uint8)).save(buf, format="JPEG", quality=85)
         out.append(buf.getvalue())
     assert min(len(j) for j in out) >= 150_000, [len(j) for j in out]
     return out

@@ -6,8 +6,11 @@ Every failure raises InputError(kind, source, message): kind names the problem c
 
 from __future__ import annotations
 
+import functools
+import os
 import time
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -18,6 +21,12 @@ from gausstr_core.predict import Views
 from gausstr_ros.image_codec import CameraIntrinsics, ImageDecodeError, decode_depth_msg, decode_image_msg
 from gausstr_ros.stamps import stamp_to_ns
 from gausstr_ros.tf_buffer import TransformBuffer
+
+
+@functools.cache
+def _decode_pool() -> ThreadPoolExecutor:
+    """Threads for image decoding (libjpeg and nvjpeg release the GIL): one per core, at most 6."""
+    return ThreadPoolExecutor(max_workers=min(6, os.cpu_count() or 1), thread_name_prefix="gausstr_decode")
 
 
 class InputError(ValueError):
@@ -71,7 +80,7 @@ def decode_views(
     input_size: tuple[int, int],
     device: str | torch.device = "cpu",
 ) -> DecodedViews:
-    """Decode the set's images (JPEGs at the coarsest libjpeg scale covering input_size (H, W)) and
+    """Decode the set's images (in parallel; JPEGs at the coarsest libjpeg scale covering input_size (H, W)) and
     depths into Views: images (N, 3, h, w) uint8, intrinsics (N, 3, 3) CameraInfo pixels, cam2ego
     (N, 4, 4) optical -> base frame, depths (N, h', w') m or None, image_size = CameraInfo (H, W)."""
     start = time.perf_counter()
@@ -80,8 +89,8 @@ def decode_views(
         raise InputError("camera_info", ",".join(cameras),
                          f"cameras have different image sizes {sorted(sizes)}; the model needs one size")
     (height, width), = sizes
-    images = []
-    for camera, msg in zip(cameras, frame_set.images):
+
+    def decode(camera: str, msg: Image | CompressedImage) -> torch.Tensor:
         try:
             image = decode_image_msg(msg, min_size=input_size, device=device)
         except ImageDecodeError as err:
@@ -89,7 +98,9 @@ def decode_views(
         h, w = image.shape[-2:]
         if h > height or w > width or abs(h * width - w * height) > max(h, w) * 0.02 * max(height, width):
             raise InputError("bad image", camera, f"image is {w}x{h} but its CameraInfo says {width}x{height}")
-        images.append(image)
+        return image
+
+    images = list(_decode_pool().map(decode, cameras, frame_set.images))
     if len({tuple(i.shape) for i in images}) != 1:
         raise InputError("bad image", ",".join(cameras),
                          f"decoded images differ in size: {[tuple(i.shape[-2:]) for i in images]}")

@@ -6,7 +6,7 @@ import argparse
 import sys
 
 from gausstr_core.cli.run_config import run_config
-from gausstr_core.config import Config, load_config
+from gausstr_core.config import Config, apply_overrides, config_from_dict, load_config
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -32,7 +32,8 @@ def build_parser() -> argparse.ArgumentParser:
 def config_from_args(args: argparse.Namespace) -> Config:
     """The run's Config: the YAML, then --data, then the dotted overrides, then --work-dir."""
     overrides = list(args.overrides) + ([f"train.work_dir={args.work_dir}"] if args.work_dir else [])
-    return run_config(load_config(args.config), None, args.data, overrides)
+    config = run_config(load_config(args.config), None, args.data, [])
+    return config_from_dict(apply_overrides(config.to_dict(), overrides))
 
 
 def main(argv: list[str] | None = None) -> int:
