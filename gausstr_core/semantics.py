@@ -126,30 +126,56 @@ class OpenVocabularyHead:
         merged = prompt_probs.new_zeros(*prompt_probs.shape[:-1], self.num_classes)
         return merged.scatter_reduce(-1, index, prompt_probs, reduce="amax", include_self=True)
 
-    def voxel_probabilities(self, voxel_prompt_probs: torch.Tensor) -> torch.Tensor:
-        """Step 3: (X, Y, Z, P) voxelised prompt probabilities q -> softmax(q), denoised prompts zeroed."""
-        probs = voxel_prompt_probs.softmax(-1)
+    def voxel_probabilities(self, voxel_prompt_probs: torch.Tensor, empty_voxels: bool = False) -> torch.Tensor:
+        """Step 3: (..., P) voxelised prompt probabilities q -> softmax(q), denoised prompts zeroed."""
+        return voxel_prompt_probs.softmax(-1) * self.kept_prompts(voxel_prompt_probs, empty_voxels).to(
+            voxel_prompt_probs
+        )
+
+    def kept_prompts(self, voxel_prompt_probs: torch.Tensor, empty_voxels: bool = False) -> torch.Tensor:
+        """Prompt denoising mask (P,) bool: scene-wide max of softmax(temperature * q) >= threshold.
+
+        The max runs over all given voxels (..., P), plus (empty_voxels) voxels with q = 0 that were
+        left out: their sharpened softmax is uniform, 1 / P.
+        """
+        num_prompts = voxel_prompt_probs.shape[-1]
         if self.denoise_threshold <= 0:
-            return probs
-        sharp = (voxel_prompt_probs * self.denoise_temperature).softmax(-1)
-        scene_max = sharp.reshape(-1, sharp.shape[-1]).amax(0)  # (P,) over every voxel of the grid
-        return probs * (scene_max >= self.denoise_threshold).to(probs)
+            return torch.ones(num_prompts, dtype=torch.bool, device=voxel_prompt_probs.device)
+        sharp = (voxel_prompt_probs.reshape(-1, num_prompts) * self.denoise_temperature).softmax(-1)
+        scene_max = sharp.amax(0) if sharp.shape[0] else sharp.new_zeros(num_prompts)
+        if empty_voxels:
+            scene_max = scene_max.clamp_min(1.0 / num_prompts)
+        return scene_max >= self.denoise_threshold
 
     def classify_voxels(
         self, density: torch.Tensor, voxel_prompt_probs: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Steps 3-5: density (X, Y, Z), q (X, Y, Z, P) -> labels (X, Y, Z) uint8, confidence (X, Y, Z)."""
-        if voxel_prompt_probs.shape != (*density.shape, self.prototypes.shape[0]):
+        """Steps 3-5: density (X, Y, Z), q (X, Y, Z, P) -> labels (X, Y, Z) uint8, confidence (X, Y, Z).
+
+        Only voxels some Gaussian reaches (density > 0) are computed; every other voxel has q = 0, so
+        its probabilities are the uniform softmax, handled in closed form (same result, far less work
+        on a mostly empty grid).
+        """
+        num_prompts = self.prototypes.shape[0]
+        if voxel_prompt_probs.shape != (*density.shape, num_prompts):
             raise ValueError(
                 f"voxel prompt probabilities {tuple(voxel_prompt_probs.shape)} do not match density "
-                f"{tuple(density.shape)} and {self.prototypes.shape[0]} prompts"
+                f"{tuple(density.shape)} and {num_prompts} prompts"
             )
-        merged = self.merge_synonyms(self.voxel_probabilities(voxel_prompt_probs))
+        touched = density > 0
+        empty = not bool(touched.all())
+        q = voxel_prompt_probs[touched]  # (M, P)
+        keep = self.kept_prompts(q, empty_voxels=empty).to(q)
+        merged = self.merge_synonyms(q.softmax(-1) * keep)
+        merged_empty = self.merge_synonyms(keep / num_prompts)  # (K,) of every voxel with q = 0
         labels = merged.argmax(-1, keepdim=True)
         confidence = merged.gather(-1, labels)[..., 0]
-        free = density <= self.density_threshold
-        labels = torch.where(free, self.free_label, labels[..., 0]).to(torch.uint8)
-        return labels, torch.where(free, merged[..., self.free_label], confidence)
+        free = density[touched] <= self.density_threshold
+        out_labels = torch.full(density.shape, self.free_label, dtype=torch.uint8, device=density.device)
+        out_labels[touched] = torch.where(free, self.free_label, labels[..., 0]).to(torch.uint8)
+        out_confidence = torch.full_like(density, float(merged_empty[self.free_label]))
+        out_confidence[touched] = torch.where(free, merged[..., self.free_label], confidence)
+        return out_labels, out_confidence
 
     def __call__(
         self,

@@ -133,3 +133,27 @@ def test_bad_vocabulary_or_features_raise() -> None:
     head = head_for([0, 1], num_classes=2, free_label=1, channels=4)
     with pytest.raises(ValueError, match=r"features must be \(N, 4\)"):
         head.prompt_probabilities(torch.zeros(3, 5))
+
+
+@pytest.mark.parametrize("num_prompts", [4, 12])
+def test_sparse_classification_equals_dense_reference(num_prompts: int) -> None:
+    """classify_voxels skips voxels no Gaussian reaches; the result must equal the full-grid maths
+    (softmax, denoise over every voxel, synonym max, argmax, density threshold) written out here."""
+    generator = torch.Generator().manual_seed(3)
+    classes = torch.arange(num_prompts) % 3
+    head = OpenVocabularyHead(torch.randn(num_prompts, 4, generator=generator), classes, num_classes=3,
+                              free_label=2, density_threshold=0.05, denoise_threshold=0.2)
+    density = torch.rand(6, 5, 4, generator=generator) * (torch.rand(6, 5, 4, generator=generator) > 0.6)
+    q = torch.rand(6, 5, 4, num_prompts, generator=generator).softmax(-1) * (density > 0)[..., None]
+    labels, confidence = head.classify_voxels(density, q)
+
+    probs = q.softmax(-1).reshape(-1, num_prompts).numpy()
+    sharp = (q * 100.0).softmax(-1).reshape(-1, num_prompts).numpy()
+    keep = sharp.max(0) >= 0.2
+    merged = np.stack([(probs * keep)[:, classes.numpy() == k].max(1) for k in range(3)], 1)
+    expected = merged.argmax(1)
+    free = density.reshape(-1).numpy() <= 0.05
+    expected[free] = 2
+    expected_conf = np.where(free, merged[:, 2], merged[np.arange(len(expected)), expected])
+    assert np.array_equal(labels.reshape(-1).numpy(), expected.astype(np.uint8))
+    assert np.allclose(confidence.reshape(-1).numpy(), expected_conf, atol=1e-6)

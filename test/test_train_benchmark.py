@@ -37,7 +37,6 @@ def test_gausstr_eval_reproduces_the_benchmark_miou(
     report = tmp_path / "eval.json"
     assert eval_cli.main([str(checkpoint), "--data", data, "--json", str(report), "--no-progress"]) == 0
     metrics = json.loads(report.read_text())["metrics"]
-    print(metrics)
-    assert f"{100 * metrics['iou']:.2f}" == found.group(1)
-    assert f"{100 * metrics['miou17']:.2f}" == found.group(2)
-    assert f"{100 * metrics['miou15']:.2f}" == found.group(3)
+    assert f"{100 * metrics['geometry_iou']:.2f}" == found.group(1)
+    assert f"{100 * metrics['miou_17']:.2f}" == found.group(2)
+    assert f"{100 * metrics['miou_15']:.2f}" == found.group(3)
