@@ -8,6 +8,7 @@ VPY := $(VENV)/bin/python
 STAMPS := $(VENV)/.stamps
 SITE = $(shell $(VPY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
 export TORCH_EXTENSIONS_DIR := $(abspath $(VENV))/torch_extensions
+export OMP_WAIT_POLICY ?= PASSIVE
 export ROS_LOG_DIR ?= $(abspath $(VENV))/ros_log
 CMAKE_ENV = AMENT_PREFIX_PATH=$(abspath $(VENV)) CMAKE_PREFIX_PATH=$(abspath $(VENV))
 CMAKE_ARGS = -DCMAKE_INSTALL_PREFIX=$(abspath $(VENV)) -DPython3_EXECUTABLE=$(abspath $(VPY)) -DBUILD_TESTING=OFF

@@ -7,4 +7,6 @@ directories parts of one package.
 
 from pkgutil import extend_path
 
+import gausstr_core  # noqa: F401  (sets OMP_WAIT_POLICY before torch loads; see gausstr_core/__init__.py)
+
 __path__ = extend_path(__path__, __name__)

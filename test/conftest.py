@@ -8,7 +8,12 @@ import sys
 from pathlib import Path
 
 import pytest
+
+# isort: off
+import gausstr_core  # noqa: F401  (before torch: passive OpenMP waiting, see gausstr_core/__init__.py)
 import torch
+
+# isort: on
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 os.environ.setdefault("TORCH_EXTENSIONS_DIR", str(Path(sys.prefix) / "torch_extensions"))

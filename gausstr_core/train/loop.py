@@ -209,7 +209,7 @@ class _Trainer:
         terms = dict(zip(names, averaged))
         terms["grad_norm"] = grad_norm.detach()
         terms["lr"] = torch.tensor(self.scheduler.get_last_lr()[0])
-        self._last = (layers[-1], features, batch)
+        self._last = (layers[-1].detach(), features, batch)
         return terms
 
     # -- the loop ----------------------------------------------------------------------------
