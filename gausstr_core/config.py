@@ -176,6 +176,11 @@ def _coerce(value: Any, hint: Any, where: str) -> Any:
     if origin is dict or hint is Any:
         return value
     if hint is float:
+        if isinstance(value, str):  # YAML 1.1 reads 1e-3 (no dot) as a string
+            try:
+                value = float(value)
+            except ValueError:
+                pass
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ValueError(f"config: {where} must be a number, got {value!r}")
         return float(value)
