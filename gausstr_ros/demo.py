@@ -1,6 +1,6 @@
 """The end-to-end demo (`make demo`): synthetic world -> CPU training -> bag -> occupancy_node -> metrics.
 
-    python -m gausstr_ros.demo [--out demo_out] [--train-seconds 180] [--play-rate 0.1]
+    python -m gausstr_ros.demo [--out demo_out] [--train-seconds 300] [--play-rate 0.1]
 
 1. gausstr-synth: a synthetic nuScenes-format world (train scenes + held-out val scenes, keyframes).
 2. gausstr-train: the tiny GaussTR (config/tiny.yaml) on the train scenes for --train-seconds on the
@@ -51,7 +51,7 @@ class DemoOptions:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m gausstr_ros.demo", description=__doc__.split("\n")[0])
     p.add_argument("--out", default="demo_out", help="output folder (world, model, bag, pictures, summary)")
-    p.add_argument("--train-seconds", type=float, default=180.0, help="CPU training budget, s (default 180)")
+    p.add_argument("--train-seconds", type=float, default=300.0, help="CPU training budget, s (default 300)")
     p.add_argument("--scenes", type=int, default=4, help="synthetic scenes; the last quarter is held out")
     p.add_argument("--samples-per-scene", type=int, default=4, help="keyframes per scene")
     p.add_argument("--play-rate", type=float, default=0.1,
@@ -79,7 +79,9 @@ def make_world(options: DemoOptions) -> Config:
         print(f"world: {summary.samples} samples in {len(summary.scenes)} scenes ({summary.seconds:.0f} s)")
     world = load_config(str(root / "gausstr_synthetic.yaml"))
     tiny = load_config(str(_TINY_CONFIG))
-    train = dataclasses.replace(tiny.train, work_dir=str(options.out / "train"))
+    # A budget of minutes: the larger constant learning rate of benchmarks/learn_synthetic.py.
+    train = dataclasses.replace(tiny.train, work_dir=str(options.out / "train"), lr=1e-3, warmup_iters=20,
+                                epochs=1000, lr_milestones=(1000,))
     data = dataclasses.replace(world.data, num_workers=0)
     return dataclasses.replace(world, model=tiny.model, data=data, train=train)
 
