@@ -9,15 +9,13 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from tiny_world import synthetic_world, tiny_config, untrained_checkpoint
 from torchvision.io import decode_jpeg, read_file
 
 from gausstr_core.cli import eval as eval_cli
 from gausstr_core.cli.run_config import run_config
-from gausstr_core.config import load_config
 from gausstr_core.data.cache import read_cache_map
 from gausstr_core.data.nuscenes import NuScenesReader
-from gausstr_core.data.synthetic.generate import SynthOptions, generate_dataset
-from gausstr_core.model import GaussTR, save_checkpoint
 from gausstr_core.predict import OccupancyPredictor, Views
 from gausstr_core.prediction_io import load_prediction
 
@@ -28,15 +26,10 @@ REPO = Path(__file__).resolve().parents[1]
 def world(tmp_path_factory: pytest.TempPathFactory) -> dict:
     """One scene with two keyframes (the split file makes it both train and val); a tiny checkpoint
     whose data section is the tiny config's defaults, so eval must take the data from --data."""
-    torch.set_num_threads(1)
     root = tmp_path_factory.mktemp("eval")
-    summary = generate_dataset(root / "data", SynthOptions(
-        scenes=1, samples_per_scene=2, image_size=(240, 135), input_size=(112, 200), sweeps=False, patch_size=8,
-        feature_dim=64))
-    config = load_config(REPO / "config/tiny.yaml", ["model.scale_multiplier=1.0"])
-    torch.manual_seed(0)
-    checkpoint = root / "tiny.pth"
-    save_checkpoint(checkpoint, GaussTR(config.model), config)
+    summary = synthetic_world(root, samples_per_scene=2)
+    config = tiny_config()
+    checkpoint = untrained_checkpoint(root / "tiny.pth", config)
     json_path, dump_dir = root / "out" / "metrics.json", root / "dumps"
     code = eval_cli.main([str(checkpoint), "--data", str(summary.dataroot), "--split", "val", "--limit", "2",
                           "--json", str(json_path), "--dump-dir", str(dump_dir), "--no-progress",

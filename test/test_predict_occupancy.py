@@ -9,35 +9,26 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from tiny_world import synthetic_world, tiny_config, untrained_checkpoint
 from torchvision.io import decode_jpeg, read_file
 
 from gausstr_core.cli.run_config import run_config
-from gausstr_core.config import load_config
 from gausstr_core.data.cache import read_cache_map
 from gausstr_core.data.dataset import GaussTRDataset
 from gausstr_core.data.nuscenes import NuScenesReader
-from gausstr_core.data.synthetic.generate import SynthOptions, generate_dataset
-from gausstr_core.model import GaussTR, save_checkpoint
 from gausstr_core.predict import STAGES, OccupancyPredictor, Views
 from gausstr_core.vocabulary import Vocabulary
 
 REPO = Path(__file__).resolve().parents[1]
-# scale_multiplier 1 (authors: 7.5) keeps the untrained Gaussians small, so voxelising stays fast.
-TINY_OVERRIDES = ["model.scale_multiplier=1.0"]
 
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> dict:
     """One scene, one keyframe, 240x135 images, caches at the tiny input size; a tiny checkpoint."""
-    torch.set_num_threads(1)
     root = tmp_path_factory.mktemp("world")
-    summary = generate_dataset(root / "data", SynthOptions(
-        scenes=1, samples_per_scene=1, image_size=(240, 135), input_size=(112, 200), sweeps=False, patch_size=8,
-        feature_dim=64))
-    config = run_config(load_config(REPO / "config/tiny.yaml", TINY_OVERRIDES), str(summary.config_path), None, [])
-    torch.manual_seed(0)
-    checkpoint = root / "tiny.pth"
-    save_checkpoint(checkpoint, GaussTR(config.model), config)
+    summary = synthetic_world(root, samples_per_scene=1)
+    config = run_config(tiny_config(), str(summary.config_path), None, [])
+    checkpoint = untrained_checkpoint(root / "tiny.pth", config)
     reader = NuScenesReader(config.data.dataroot, config.data.version, config.data.cameras)
     record = reader.sample_record(reader.split_samples("val")[0])
     cameras = [record.cameras[c] for c in config.data.cameras]

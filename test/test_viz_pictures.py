@@ -6,15 +6,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
+from tiny_world import synthetic_world, tiny_config, untrained_checkpoint
 
 from gausstr_core.cli import viz as viz_cli
 from gausstr_core.cli.run_config import run_config
-from gausstr_core.config import load_config
 from gausstr_core.data.nuscenes import NuScenesReader
-from gausstr_core.data.synthetic.generate import SynthOptions, generate_dataset
-from gausstr_core.model import GaussTR, save_checkpoint
 from gausstr_core.predict import OccupancyPredictor
 from gausstr_core.prediction_io import load_sample_views, save_prediction
 from gausstr_core.viz.gaussians import bev_ellipses
@@ -26,15 +23,10 @@ PICTURES = ("bev", "voxels_3d", "gaussians_bev", "cameras")
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> dict:
-    torch.set_num_threads(1)
     root = tmp_path_factory.mktemp("viz")
-    summary = generate_dataset(root / "data", SynthOptions(
-        scenes=1, samples_per_scene=1, image_size=(240, 135), input_size=(112, 200), sweeps=False, patch_size=8,
-        feature_dim=64))
-    config = load_config(REPO / "config/tiny.yaml", ["model.scale_multiplier=1.0"])
-    torch.manual_seed(0)
-    checkpoint = root / "tiny.pth"
-    save_checkpoint(checkpoint, GaussTR(config.model), config)
+    summary = synthetic_world(root, samples_per_scene=1)
+    config = tiny_config()
+    checkpoint = untrained_checkpoint(root / "tiny.pth", config)
     return {"root": root, "data": str(summary.dataroot), "checkpoint": checkpoint,
             "config": run_config(config, None, str(summary.dataroot), [])}
 
