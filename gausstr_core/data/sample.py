@@ -64,7 +64,7 @@ class Batch:
     occ_mask_camera: torch.Tensor | None = None
     occ_mask_lidar: torch.Tensor | None = None
 
-    def to(self, device: torch.device | str) -> "Batch":
+    def to(self, device: torch.device | str) -> Batch:
         moved = {
             f.name: (v.to(device) if isinstance(v, torch.Tensor) else v)
             for f in fields(self)
