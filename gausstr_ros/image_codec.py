@@ -3,6 +3,14 @@
 Decoders return RGB uint8 tensors (3, H, W) for the model and float32 depth (H, W) in metres
 (NaN where invalid, REP 118). Encoders build the messages the bag writer records.
 
+Image checks before any pixel is decoded: the width and height come from the message (raw) or
+from the JPEG SOF / PNG IHDR header (compressed) and must not exceed `max_pixels` (default 16 MP)
+nor, when given, the CameraInfo size (a smaller image of the same aspect is accepted), so an image
+bomb costs no memory. Every decoder failure (corrupt data, libjpeg/libpng/PIL errors) becomes an
+ImageDecodeError. Bit depth: 8-bit colour and mono are used as they are; 16-bit colour and mono
+(raw rgb16/bgr16/rgba16/bgra16/mono16, 16-bit PNG) are converted to 8 bits as round(v / 257);
+other layouts (float, signed, Bayer, YUV raw encodings) are refused.
+
 Distortion policy: the node takes rectified images only. A CameraInfo with any non-zero
 distortion coefficient is refused (`parse_camera_info` raises) rather than silently ignored;
 rectify upstream (e.g. image_proc) and publish the rectified CameraInfo (d = 0).
@@ -28,6 +36,9 @@ RAW_ENCODINGS: dict[str, tuple[int, tuple[int, int, int]]] = {
     "bgra8": (4, (2, 1, 0)),
     "mono8": (1, (0, 0, 0)),
 }
+# 16-bit layouts, read as their 8-bit twin after round(v / 257)
+RAW_ENCODINGS_16 = {"rgb16": "rgb8", "bgr16": "bgr8", "rgba16": "rgba8", "bgra16": "bgra8", "mono16": "mono8"}
+DEFAULT_MAX_IMAGE_PIXELS = 16_000_000
 DEPTH_ENCODINGS = ("32FC1", "16UC1")
 _JPEG_MAGIC = b"\xff\xd8\xff"
 _PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -35,6 +46,16 @@ _PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 class ImageDecodeError(ValueError):
     """An image or camera-info message that cannot be used; the message says why."""
+
+
+@dataclass(frozen=True)
+class ImageHeader:
+    """What a compressed image's header says: kind 'JPEG' | 'PNG', width x height pixels, bits per sample."""
+
+    kind: str
+    width: int
+    height: int
+    bit_depth: int
 
 
 @dataclass(frozen=True)
@@ -48,9 +69,16 @@ class CameraIntrinsics:
 
 
 def decode_image_msg(
-    msg: Image | CompressedImage, min_size: tuple[int, int] | None = None, device: str | torch.device = "cpu"
+    msg: Image | CompressedImage,
+    min_size: tuple[int, int] | None = None,
+    device: str | torch.device = "cpu",
+    expected_size: tuple[int, int] | None = None,
+    max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
 ) -> torch.Tensor:
     """Image or CompressedImage -> (3, H, W) uint8 RGB on `device`.
+
+    expected_size (H, W): the CameraInfo size; the image must not be larger and must have its aspect
+    (2 % slack), checked with `max_pixels` before decoding (see the module docstring).
 
     min_size (H, W): for JPEG on CPU, decode at the coarsest libjpeg scale (1/2, 1/4, 1/8) that
     still covers it, when one does: the result is then smaller than the original and must be
@@ -58,19 +86,95 @@ def decode_image_msg(
     than full decoding, see benchmarks/ros_msgs.py). On CUDA, JPEGs are decoded by nvjpeg at full
     size.
     """
-    if hasattr(msg, "format"):
-        return _decode_compressed(msg, min_size, torch.device(device))
+    compressed = hasattr(msg, "format")
+    if compressed:
+        header = read_image_header(msg)
+        width, height, what = header.width, header.height, f"{header.kind} in CompressedImage"
+    else:
+        width, height, what = int(msg.width), int(msg.height), f"Image ({msg.encoding})"
+    check_image_size(width, height, what, expected_size, max_pixels)
+    if compressed:
+        return _decode_compressed(msg, header, min_size, torch.device(device))
     return _decode_raw(msg).to(device)
 
 
+def check_image_size(width: int, height: int, what: str, expected_size: tuple[int, int] | None = None,
+                     max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> None:
+    """ImageDecodeError unless 0 < width x height <= max_pixels and, with expected_size (H, W), the image is no
+    larger than it and of its aspect (2 % slack)."""
+    if width <= 0 or height <= 0:
+        raise ImageDecodeError(f"{what} has zero size {width}x{height}")
+    if width * height > max_pixels:
+        raise ImageDecodeError(f"{what} is {width}x{height} = {width * height / 1e6:.1f} MP, over the "
+                               f"max_image_pixels limit of {max_pixels / 1e6:.1f} MP: not decoded")
+    if expected_size is not None:
+        exp_h, exp_w = expected_size
+        wrong_aspect = abs(height * exp_w - width * exp_h) > max(height, width) * 0.02 * max(exp_h, exp_w)
+        if height > exp_h or width > exp_w or wrong_aspect:
+            raise ImageDecodeError(f"{what} is {width}x{height} but its CameraInfo says {exp_w}x{exp_h}: not decoded")
+
+
+def read_image_header(msg: CompressedImage) -> ImageHeader:
+    """Kind, size and bit depth from the JPEG SOF or PNG IHDR header, without decoding pixels."""
+    data = bytes(msg.data[:65536]) if len(msg.data) > 65536 else bytes(msg.data)
+    if not data:
+        raise ImageDecodeError(f"CompressedImage (format {msg.format!r}) is empty")
+    if data.startswith(_PNG_MAGIC):
+        if len(data) < 26 or data[12:16] != b"IHDR":
+            raise ImageDecodeError(f"corrupt PNG in CompressedImage ({len(msg.data)} bytes): no IHDR header")
+        width, height = int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+        return ImageHeader("PNG", width, height, data[24])
+    if data.startswith(_JPEG_MAGIC):
+        return _jpeg_header(data, len(msg.data))
+    raise ImageDecodeError(
+        f"CompressedImage (format {msg.format!r}) is neither JPEG nor PNG (starts with {data[:8].hex()})"
+    )
+
+
+_SOF_MARKERS = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}  # start-of-frame; not DHT, JPG, DAC
+
+
+def _jpeg_header(data: bytes, total: int) -> ImageHeader:
+    """Walk the JPEG marker segments up to the first SOF (within the first 64 KiB)."""
+    i = 2
+    while i + 4 <= len(data):
+        if data[i] != 0xFF:
+            break
+        marker = data[i + 1]
+        if marker == 0xFF:  # fill byte
+            i += 1
+            continue
+        length = int.from_bytes(data[i + 2 : i + 4], "big")
+        if marker in _SOF_MARKERS:
+            if length < 8 or i + 9 > len(data):
+                break
+            bits = data[i + 4]
+            height, width = int.from_bytes(data[i + 5 : i + 7], "big"), int.from_bytes(data[i + 7 : i + 9], "big")
+            return ImageHeader("JPEG", width, height, bits)
+        if length < 2:
+            break
+        i += 2 + length
+    raise ImageDecodeError(f"corrupt JPEG in CompressedImage ({total} bytes): no frame header (SOF) found")
+
+
 def _decode_raw(msg: Image) -> torch.Tensor:
-    if msg.encoding not in RAW_ENCODINGS:
+    encoding = RAW_ENCODINGS_16.get(msg.encoding, msg.encoding)
+    if encoding not in RAW_ENCODINGS:
         raise ImageDecodeError(
-            f"Image encoding {msg.encoding!r} is not supported (use one of {sorted(RAW_ENCODINGS)})"
+            f"Image encoding {msg.encoding!r} is not supported (use one of "
+            f"{sorted(RAW_ENCODINGS) + sorted(RAW_ENCODINGS_16)}; 16-bit ones are converted to 8 bits)"
         )
-    channels, order = RAW_ENCODINGS[msg.encoding]
-    pixels = _raw_rows(msg, channels, np.dtype(np.uint8)).reshape(msg.height, msg.width, channels)
-    return torch.from_numpy(np.ascontiguousarray(pixels[..., list(order)].transpose(2, 0, 1)))
+    channels, order = RAW_ENCODINGS[encoding]
+    dtype = np.dtype(np.uint16 if msg.encoding in RAW_ENCODINGS_16 else np.uint8)
+    pixels = _raw_rows(msg, channels, dtype).reshape(msg.height, msg.width, channels)[..., list(order)]
+    if dtype.itemsize == 2:
+        pixels = _to_8_bit(pixels)
+    return torch.from_numpy(np.ascontiguousarray(pixels.transpose(2, 0, 1)))
+
+
+def _to_8_bit(pixels: np.ndarray) -> np.ndarray:
+    """uint16 -> uint8 as round(v / 257) (65535 -> 255, 257 v -> v)."""
+    return ((pixels.astype(np.uint32) + 128) // 257).astype(np.uint8)
 
 
 def _raw_rows(msg: Image, channels: int, dtype: np.dtype) -> np.ndarray:
@@ -96,18 +200,12 @@ def _raw_rows(msg: Image, channels: int, dtype: np.dtype) -> np.ndarray:
     return rows[:, : width * channels]
 
 
-def _decode_compressed(msg: CompressedImage, min_size: tuple[int, int] | None, device: torch.device) -> torch.Tensor:
-    data = bytearray(msg.data)
-    if not data:
-        raise ImageDecodeError(f"CompressedImage (format {msg.format!r}) is empty")
-    if data.startswith(_JPEG_MAGIC):
-        kind = "JPEG"
-    elif data.startswith(_PNG_MAGIC):
-        kind = "PNG"
-    else:
-        raise ImageDecodeError(
-            f"CompressedImage (format {msg.format!r}) is neither JPEG nor PNG (starts with {data[:8].hex()})"
-        )
+def _decode_compressed(msg: CompressedImage, header: ImageHeader, min_size: tuple[int, int] | None,
+                       device: torch.device) -> torch.Tensor:
+    data, kind = bytearray(msg.data), header.kind
+    if kind == "JPEG" and header.bit_depth != 8:
+        raise ImageDecodeError(f"JPEG in CompressedImage has {header.bit_depth}-bit samples; only 8-bit JPEG "
+                               "is supported")
     try:
         if kind == "JPEG" and min_size is not None and device.type == "cpu":
             scaled = _decode_jpeg_scaled(data, min_size)
@@ -115,10 +213,19 @@ def _decode_compressed(msg: CompressedImage, min_size: tuple[int, int] | None, d
                 return scaled
         encoded = torch.frombuffer(data, dtype=torch.uint8)
         if kind == "JPEG":
-            return decode_jpeg(encoded, mode=ImageReadMode.RGB, device=device)
-        return decode_png(encoded, mode=ImageReadMode.RGB).to(device)
-    except (RuntimeError, OSError, ValueError) as err:
-        raise ImageDecodeError(f"corrupt {kind} in CompressedImage ({len(data)} bytes): {err}") from err
+            image = decode_jpeg(encoded, mode=ImageReadMode.RGB, device=device)
+        else:
+            image = decode_png(encoded, mode=ImageReadMode.RGB)
+            if image.dtype == torch.uint16:  # 16-bit PNG
+                image = torch.from_numpy(_to_8_bit(image.numpy()))
+            image = image.to(device)
+    except Exception as err:  # noqa: BLE001 -- every decoder failure (libjpeg, libpng, PIL) is a bad image
+        raise ImageDecodeError(f"corrupt {kind} in CompressedImage ({len(data)} bytes): "
+                               f"{type(err).__name__}: {err}") from err
+    if tuple(image.shape[-2:]) != (header.height, header.width):
+        raise ImageDecodeError(f"{kind} in CompressedImage decoded to {tuple(image.shape[-2:])}, its header says "
+                               f"{header.height}x{header.width}")
+    return image
 
 
 def _decode_jpeg_scaled(data: bytearray, min_size: tuple[int, int]) -> torch.Tensor | None:

@@ -185,3 +185,86 @@ def test_gpu_jpeg_decode_matches_cpu(rgb):
     gpu = decode_image_msg(msg, device="cuda")
     assert gpu.is_cuda
     assert (gpu.cpu().int() - decode_image_msg(msg).int()).abs().max() <= 3
+
+
+def png_bytes(width: int, height: int, bit_depth: int, colour_type: int, rows: bytes) -> bytes:
+    """A PNG written by hand (any header, e.g. 16-bit RGB, which PIL cannot write); rows: filtered scanlines."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, bit_depth, colour_type, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b"")
+
+
+def test_compressed_header_gives_the_size_without_decoding(rgb):
+    from gausstr_ros.image_codec import read_image_header
+
+    for fmt, kwargs in (("JPEG", {}), ("JPEG", {"progressive": True}), ("PNG", {})):
+        header = read_image_header(compressed_image_msg(encode(rgb, fmt, **kwargs), HEADER))
+        assert (header.kind, header.width, header.height, header.bit_depth) == (fmt, 320, 240, 8)
+
+
+def test_image_bombs_and_wrong_sizes_are_refused_before_decoding(rgb, monkeypatch):
+    import gausstr_ros.image_codec as codec
+
+    def no_decoding(*args, **kwargs):
+        raise AssertionError("decoded although the header is refused")
+
+    monkeypatch.setattr(codec, "decode_png", no_decoding)
+    monkeypatch.setattr(codec, "decode_jpeg", no_decoding)
+    # 20000 x 20000 RGB: a 1.2 GB tensor if decoded; the header alone refuses it
+    bomb = png_bytes(20000, 20000, 8, 2, b"\x00" * 1000)
+    with pytest.raises(ImageDecodeError, match="20000x20000 = 400.0 MP, over the max_image_pixels limit of 16.0 MP"):
+        decode_image_msg(compressed_image_msg(bomb, HEADER, "png"))
+    with pytest.raises(ImageDecodeError, match="is 320x240 but its CameraInfo says 160x120: not decoded"):
+        decode_image_msg(compressed_image_msg(encode(rgb, "JPEG"), HEADER), expected_size=(120, 160))
+    with pytest.raises(ImageDecodeError, match="over the max_image_pixels limit"):
+        decode_image_msg(compressed_image_msg(encode(rgb, "JPEG"), HEADER), max_pixels=320 * 240 - 1)
+    raw = image_msg(rgb, HEADER)
+    raw.width, raw.height = 40000, 40000
+    with pytest.raises(ImageDecodeError, match="Image \\(rgb8\\) is 40000x40000"):
+        decode_image_msg(raw)
+
+
+def test_every_decoder_failure_is_a_bad_image(rgb, monkeypatch):
+    import gausstr_ros.image_codec as codec
+
+    def bomb_error(*args, **kwargs):
+        raise PILImage.DecompressionBombError("too many pixels")
+
+    monkeypatch.setattr(codec, "decode_jpeg", bomb_error)
+    with pytest.raises(ImageDecodeError, match="corrupt JPEG .*DecompressionBombError"):
+        decode_image_msg(compressed_image_msg(encode(rgb, "JPEG"), HEADER))
+
+
+def test_16_bit_images_become_8_bit_and_other_layouts_are_refused(rgb):
+    wide = (rgb.astype(np.int64) * 257 + np.where(rgb < 255, 100, 0)).astype(np.uint16)  # round(v / 257): rgb
+    expected = ((wide.astype(np.uint32) + 128) // 257).astype(np.uint8)
+    np.testing.assert_array_equal(expected, rgb)
+    rows = b"".join(b"\x00" + row.astype(">u2").tobytes() for row in wide)
+    out = decode_image_msg(compressed_image_msg(png_bytes(320, 240, 16, 2, rows), HEADER, "png"))
+    np.testing.assert_array_equal(as_hwc(out), rgb)
+    grey = wide[..., 0]
+    buf = io.BytesIO()
+    PILImage.fromarray(grey).save(buf, format="PNG")
+    assert buf.getvalue()[24] == 16  # really a 16-bit PNG
+    out = decode_image_msg(compressed_image_msg(buf.getvalue(), HEADER, "png"))
+    np.testing.assert_array_equal(as_hwc(out), np.repeat(rgb[..., :1], 3, axis=2))
+    raw = Image(header=HEADER, height=240, width=320, encoding="bgr16", is_bigendian=0, step=320 * 6,
+                data=np.ascontiguousarray(wide[..., ::-1]).astype("<u2").tobytes())
+    np.testing.assert_array_equal(as_hwc(decode_image_msg(raw)), rgb)
+    mono = Image(header=HEADER, height=240, width=320, encoding="mono16", is_bigendian=1, step=640,
+                 data=grey.astype(">u2").tobytes())
+    np.testing.assert_array_equal(as_hwc(decode_image_msg(mono)), np.repeat(rgb[..., :1], 3, axis=2))
+    for encoding in ("32FC1", "16SC1", "bayer_rggb8", "yuv422"):
+        bad = Image(header=HEADER, height=2, width=2, encoding=encoding, step=8, data=bytes(16))
+        with pytest.raises(ImageDecodeError, match=f"encoding '{encoding}' is not supported"):
+            decode_image_msg(bad)
+    twelve_bit = bytearray(encode(rgb, "JPEG"))
+    sof = twelve_bit.find(b"\xff\xc0")
+    twelve_bit[sof + 4] = 12
+    with pytest.raises(ImageDecodeError, match="12-bit samples"):
+        decode_image_msg(compressed_image_msg(bytes(twelve_bit), HEADER))
