@@ -31,11 +31,11 @@ $(STAMPS)/package: setup.py $(STAMPS)/requirements
 	$(VPY) -m pip install --quiet --no-deps --no-build-isolation -e . --config-settings editable_mode=compat
 	@touch $@
 
-$(STAMPS)/msgs: msg/SemanticOccupancy.msg msg/GaussianArray.msg CMakeLists.txt package.xml cmake/fix_pypi_ros_include_dirs.cmake gausstr_ros/__init__.py $(STAMPS)/requirements
+$(STAMPS)/msgs: $(wildcard msg/*.msg srv/*.srv) CMakeLists.txt package.xml cmake/fix_pypi_ros_include_dirs.cmake gausstr_ros/__init__.py $(STAMPS)/requirements
 	@mkdir -p .build/gausstr_ros
 	cd .build/gausstr_ros && $(CMAKE_ENV) cmake $(CURDIR) $(CMAKE_ARGS) -DGAUSSTR_INSTALL_PYTHON=OFF > cmake.log 2>&1 \
 		&& $(MAKE) --no-print-directory -j2 install >> cmake.log 2>&1 || (tail -40 cmake.log; exit 1)
-	cd /tmp && $(abspath $(VPY)) -c 'from gausstr_ros.msg import SemanticOccupancy, GaussianArray'
+	cd /tmp && $(abspath $(VPY)) -c 'from gausstr_ros.msg import SemanticOccupancy, GaussianArray, QueryResults; from gausstr_ros.srv import Query'
 	@touch $@
 
 # tf2_msgs is not on PyPI: build its one-line TFMessage interface only when it is not importable.
