@@ -1,11 +1,20 @@
-"""A small transform buffer for /tf and /tf_static (tf2_ros is not on PyPI).
+"""A small transform buffer for /tf and /tf_static (tf2_ros is not on PyPI), behaving as tf2 does.
 
-Frames form a tree: each child frame has one parent (the latest message wins). Static edges hold
-one transform for all times; dynamic edges keep a bounded, stamp-sorted history and are
-interpolated (translation linearly, rotation by slerp). `lookup(target, source, stamp_ns)`
-returns `source_to_target` (4, 4) float64, mapping points in `source` to `target`, chained
-through the common ancestor. As in tf2, a stamp of None means "the latest time at which every
-dynamic edge on the path has data". Internally quaternions are w x y z; ROS messages are x y z w.
+Each child frame has one parent (the latest message wins). Static edges hold one transform for
+all times; dynamic edges keep a bounded, stamp-sorted history and are interpolated (translation
+linearly, rotation by slerp). `lookup(target, source, stamp_ns)` returns `source_to_target`
+(4, 4) float64, mapping points in `source` to `target`, chained through the common ancestor. As
+in tf2, a stamp of None means "the latest time at which every dynamic edge on the path has data".
+Internally quaternions are w x y z; ROS messages are x y z w.
+
+As in tf2, a dynamic edge only links its child to its parent at the times its history covers
+(+- tolerance_s), and dynamic data expires after `cache_time_s`: samples older than the edge's
+newest minus the cache time are dropped, and an edge whose newest sample is more than the cache
+time older than the newest dynamic sample in the buffer is removed. Loops (a /tf edge closing a
+cycle with others) are not refused on arrival; a lookup that meets one fails saying so, and it
+stops mattering once the looping edge no longer covers the lookup time (at most the cache time).
+Failures raise TransformError, a LookupError whose `kind` is "missing frame", "disconnected",
+"loop" or "extrapolation". `clear_dynamic()` forgets every dynamic edge (a clock jump back).
 """
 
 from __future__ import annotations
@@ -21,6 +30,14 @@ import torch
 
 from gausstr_core.geometry import quat_to_rotmat
 from gausstr_ros.stamps import stamp_to_ns
+
+
+class TransformError(LookupError):
+    """A failed lookup; kind: "missing frame" | "disconnected" | "loop" | "extrapolation"."""
+
+    def __init__(self, kind: str, message: str) -> None:
+        super().__init__(f"{kind}: {message}")
+        self.kind = kind
 
 
 @dataclass
@@ -92,6 +109,14 @@ class TransformBuffer:
                       len(edge.stamps) - self._max_history)
             if cut > 0:
                 del edge.stamps[:cut], edge.translations[:cut], edge.rotations[:cut]
+            newest = max(e.stamps[-1] for e in self._edges.values() if not e.static)
+            for name in [c for c, e in self._edges.items() if not e.static and e.stamps[-1] < newest - self._cache_ns]:
+                del self._edges[name]
+
+    def clear_dynamic(self) -> None:
+        """Forget every dynamic edge (static ones stay), e.g. after the clock jumped back."""
+        with self._lock:
+            self._edges = {child: e for child, e in self._edges.items() if e.static}
 
     def add_message(self, msg: Any, static: bool = False) -> None:
         """Store every geometry_msgs/TransformStamped of a tf2_msgs/TFMessage (or one TransformStamped)."""
@@ -104,7 +129,7 @@ class TransformBuffer:
 
     def frames(self) -> list[str]:
         with self._lock:
-            return sorted(set(self._edges) | {e.parent for e in self._edges.values()})
+            return self._known()
 
     def can_transform(self, target: str, source: str, stamp_ns: int | None = None) -> bool:
         try:
@@ -116,17 +141,22 @@ class TransformBuffer:
     def lookup(self, target: str, source: str, stamp_ns: int | None = None) -> np.ndarray:
         """source_to_target (4, 4) float64 at `stamp_ns` (None: latest common time).
 
-        Raises LookupError naming the frames when a frame is unknown, the two are not connected,
-        or the stamp lies beyond `tolerance_s` outside a dynamic edge's history.
+        Raises TransformError naming the frames and the kind of failure: a frame is unknown
+        (missing frame), the path meets a loop (loop), the frames are not connected at that time
+        (disconnected), or the stamp lies beyond `tolerance_s` outside a dynamic edge's history
+        (extrapolation).
         """
         target, source = _frame(target, "target"), _frame(source, "source")
         with self._lock:
-            source_path = self._path_to_root(source)
-            target_path = self._path_to_root(target)
+            source_path, source_stale = self._path_to_root(source, stamp_ns)
+            target_path, target_stale = self._path_to_root(target, stamp_ns)
             common = next((f for f in source_path if f in set(target_path)), None)
             if common is None:
-                raise LookupError(
-                    f"no transform from {source!r} to {target!r}: the frames are not connected "
+                stale = source_stale or target_stale
+                if stale is not None:
+                    raise self._extrapolation(stale, stamp_ns, source, target)
+                raise TransformError(
+                    "disconnected", f"no transform from {source!r} to {target!r}: the frames are not connected "
                     f"(root of {source!r}: {source_path[-1]!r}, root of {target!r}: {target_path[-1]!r})"
                 )
             up = source_path[: source_path.index(common)]
@@ -137,17 +167,40 @@ class TransformBuffer:
             target_to_common = self._chain(down, stamp_ns, source, target)
         return np.linalg.inv(target_to_common) @ source_to_common
 
-    def _path_to_root(self, frame: str) -> list[str]:
+    def _path_to_root(self, frame: str, stamp_ns: int | None) -> tuple[list[str], str | None]:
+        """Frames from `frame` up to its root at `stamp_ns`, and the child of a dynamic edge that would
+        continue the path but does not cover stamp_ns (None if the path ends at a true root)."""
         known = frame in self._edges or any(e.parent == frame for e in self._edges.values())
         if not known:
-            raise LookupError(f"frame {frame!r} does not exist in the transform buffer (known: {sorted(self._edges)})")
+            raise TransformError("missing frame", f"frame {frame!r} does not exist in the transform buffer "
+                                 f"(known: {self._known()})")
         path = [frame]
         while path[-1] in self._edges:
-            parent = self._edges[path[-1]].parent
-            if parent in path:
-                raise LookupError(f"transform loop through frame {parent!r}: {path}")
-            path.append(parent)
-        return path
+            edge = self._edges[path[-1]]
+            if stamp_ns is not None and not edge.static and not self._covers(edge, stamp_ns):
+                return path, path[-1]
+            if edge.parent in path:
+                cycle = [*path[path.index(edge.parent):], edge.parent]
+                raise TransformError("loop", f"the transform tree contains a loop: {' -> '.join(cycle)} "
+                                     "(each frame's parent, /tf and /tf_static together)")
+            path.append(edge.parent)
+        return path, None
+
+    def _known(self) -> list[str]:
+        return sorted(set(self._edges) | {e.parent for e in self._edges.values()})
+
+    def _covers(self, edge: _Edge, stamp_ns: int) -> bool:
+        return edge.stamps[0] - self._tolerance_ns <= stamp_ns <= edge.stamps[-1] + self._tolerance_ns
+
+    def _extrapolation(self, child: str, stamp_ns: int, source: str, target: str) -> TransformError:
+        edge = self._edges[child]
+        stamps = edge.stamps
+        return TransformError(
+            "extrapolation",
+            f"no transform from {source!r} to {target!r} at t={stamp_ns * 1e-9:.3f} s: edge "
+            f"{edge.parent!r} -> {child!r} has data only for [{stamps[0] * 1e-9:.3f}, {stamps[-1] * 1e-9:.3f}] s "
+            f"(tolerance {self._tolerance_ns * 1e-9:.3f} s)",
+        )
 
     def _latest_common_stamp(self, frames: list[str]) -> int:
         dynamic = [self._edges[f].stamps[-1] for f in frames if not self._edges[f].static]
@@ -165,12 +218,8 @@ class TransformBuffer:
         if edge.static:
             return _matrix(edge.translations[0], edge.rotations[0])
         stamps = edge.stamps
-        if stamp_ns < stamps[0] - self._tolerance_ns or stamp_ns > stamps[-1] + self._tolerance_ns:
-            raise LookupError(
-                f"no transform from {source!r} to {target!r} at t={stamp_ns * 1e-9:.3f} s: edge "
-                f"{edge.parent!r} -> {child!r} has data only for [{stamps[0] * 1e-9:.3f}, {stamps[-1] * 1e-9:.3f}] s "
-                f"(tolerance {self._tolerance_ns * 1e-9:.3f} s)"
-            )
+        if not self._covers(edge, stamp_ns):
+            raise self._extrapolation(child, stamp_ns, source, target)
         i = bisect.bisect_left(stamps, stamp_ns)
         if i == 0:
             return _matrix(edge.translations[0], edge.rotations[0])

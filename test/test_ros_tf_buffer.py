@@ -153,3 +153,48 @@ def test_tf_messages_are_read_with_xyzw_quaternions():
 def test_bad_transforms_are_rejected(args, match):
     with pytest.raises(ValueError, match=match):
         TransformBuffer().set_transform(*args)
+
+
+def test_failures_name_their_kind(rig):
+    from gausstr_ros.tf_buffer import TransformError
+
+    buf, _ = rig
+    buf.set_transform("map", "base_link", [1, 2, 3], [1, 0, 0, 0], stamp_ns=50 * SEC)
+    buf.set_transform("odom", "imu", [0, 0, 0], [1, 0, 0, 0], static=True)
+    for args, kind in ((("base_link", "CAM_LEFT"), "missing frame"), (("base_link", "imu"), "disconnected"),
+                       (("map", "CAM_FRONT", 60 * SEC), "extrapolation")):
+        with pytest.raises(TransformError) as err:
+            buf.lookup(*args)
+        assert err.value.kind == kind and str(err.value).startswith(f"{kind}: ")
+
+
+def test_a_looping_tf_fails_lookups_saying_loop_and_stops_mattering_within_the_cache_time():
+    """The failure: one /tf `left -> base_link` while `base_link -> left` is static disabled every later lookup."""
+    from gausstr_ros.tf_buffer import TransformError
+
+    buf = TransformBuffer(cache_time_s=10.0, tolerance_s=0.1)
+    buf.set_transform("base_link", "left", [0, 1, 0], [1, 0, 0, 0], static=True)
+    buf.set_transform("left", "base_link", [0, -1, 0], [1, 0, 0, 0], stamp_ns=100 * SEC)
+    for stamp in (100 * SEC, None):
+        with pytest.raises(TransformError, match="contains a loop: left -> base_link -> left") as err:
+            buf.lookup("base_link", "left", stamp)
+        assert err.value.kind == "loop"
+    # later lookups (beyond the looping sample's time) work again, as in tf2
+    np.testing.assert_allclose(buf.lookup("base_link", "left", 101 * SEC)[:3, 3], [0, 1, 0])
+    # and the looping edge leaves the buffer once other dynamic data is a cache time newer
+    buf.set_transform("map", "odom", [0, 0, 0], [1, 0, 0, 0], stamp_ns=111 * SEC)
+    assert "base_link" not in buf._edges
+    np.testing.assert_allclose(buf.lookup("base_link", "left")[:3, 3], [0, 1, 0])
+
+
+def test_dynamic_edges_expire_after_the_cache_time_and_clear_dynamic_keeps_static(rig):
+    buf, truth = rig
+    buf.set_transform("map", "base_link", [1, 0, 0], [1, 0, 0, 0], stamp_ns=10 * SEC)
+    buf.set_transform("odom", "map", [0, 0, 0], [1, 0, 0, 0], stamp_ns=25 * SEC)  # 15 s newer: map -> base_link expires
+    assert "base_link" not in buf._edges
+    with pytest.raises(LookupError, match="'odom' -> 'map' has data only for"):
+        buf.lookup("map", "base_link", 10 * SEC)
+    buf.set_transform("map", "base_link", [1, 0, 0], [1, 0, 0, 0], stamp_ns=25 * SEC)
+    buf.clear_dynamic()
+    assert "map" not in buf.frames()
+    np.testing.assert_allclose(buf.lookup("base_link", "CAM_BACK", 3 * SEC), truth["CAM_BACK"])
