@@ -17,7 +17,8 @@ can still be formed from them. Options, as in message_filters:
 
 One deliberate difference: a message whose stamp is not newer than the newest one already
 received on its topic is dropped and counted in `stats.out_of_order` (message_filters queues it
-anyway, which breaks the per-topic stamp order its search relies on).
+anyway, which breaks the per-topic stamp order its search relies on). Time that jumps back is
+the caller's to detect (gausstr_ros.stamp_guard) and answer with `reset()`.
 
 Thread-safe: `add` may be called from several threads; the callback runs outside the lock, in
 the thread whose `add` completed the set, once per set in stamp order.
@@ -108,10 +109,13 @@ class ApproximateTimeSync:
         self._lock = threading.Lock()
         self._clear()
 
-    def reset(self) -> None:
-        """Forget every queued message and the counters."""
+    def reset(self, counters: bool = True) -> None:
+        """Forget every queued message and each topic's newest stamp, and (counters) the counters."""
         with self._lock:
+            stats = self.stats
             self._clear()
+            if not counters:
+                self.stats = stats
 
     def _clear(self) -> None:
         self._topics = [_Topic(lower_bound=b) for b in self._bounds]

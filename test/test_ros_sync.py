@@ -181,3 +181,53 @@ def test_bad_topic_index():
     sync = ApproximateTimeSync(2, print)
     with pytest.raises(IndexError, match="topic_index 2"):
         sync.add(2, 0, None)
+
+
+def test_reset_can_keep_the_counters():
+    sync = ApproximateTimeSync(2, lambda s: None)
+    sync.add(0, 10, "x")
+    sync.add(0, 9, "old")
+    sync.reset(counters=False)
+    sync.add(0, 5, "y")
+    assert sync.stats.received == [3, 0] and sync.stats.out_of_order == [1, 0]
+
+
+SEC = 1_000_000_000
+
+
+def test_stamp_guard_drops_future_stamps_except_while_the_clock_is_zero():
+    from gausstr_ros.stamp_guard import StampGuard, Verdict
+
+    guard = StampGuard(2, max_future_ns=2 * SEC, jump_tolerance_ns=SEC)
+    assert guard.check(0, 3600 * SEC, now_ns=100 * SEC).verdict is Verdict.FUTURE
+    assert guard.check(0, 101 * SEC, now_ns=100 * SEC).verdict is Verdict.ACCEPT
+    assert guard.check(1, 3600 * SEC, now_ns=0).verdict is Verdict.ACCEPT  # sim clock not started yet
+
+
+def test_stamp_guard_one_stale_stream_is_no_jump_all_streams_together_are():
+    from gausstr_ros.stamp_guard import StampGuard, Verdict
+
+    guard = StampGuard(3, max_future_ns=SEC, jump_tolerance_ns=SEC)
+    for i in range(3):
+        assert guard.check(i, 50 * SEC + i, 0, f"a{i}").verdict is Verdict.ACCEPT
+    assert guard.check(0, 50 * SEC - 1, 0).verdict is Verdict.ACCEPT  # within the tolerance: the sync drops it
+    # one camera alone 1 h back: held, then discarded by its next normal message
+    assert guard.check(1, 10 * SEC, 0, "stale").verdict is Verdict.HELD
+    check = guard.check(1, 51 * SEC, 0, "b1")
+    assert check.verdict is Verdict.ACCEPT and check.discarded == (10 * SEC, "stale")
+    # all cameras jump back (a bag loop): the last one completes the jump, the held ones are replayed
+    assert guard.check(2, 1 * SEC + 2, 0, "c2").verdict is Verdict.HELD
+    assert guard.check(0, 1 * SEC, 0, "c0").verdict is Verdict.HELD
+    assert guard.check(1, 1 * SEC + 1, 0, "c1").verdict is Verdict.JUMP
+    assert [item for _, _, item in guard.take_held()] == ["c0", "c1", "c2"]
+    assert guard.check(0, 1 * SEC, 0).verdict is Verdict.ACCEPT  # newest stamps forgotten
+
+
+def test_stamp_guard_clock_jump_back_beyond_the_tolerance():
+    from gausstr_ros.stamp_guard import StampGuard
+
+    guard = StampGuard(1, max_future_ns=SEC, jump_tolerance_ns=SEC)
+    assert not guard.clock(100 * SEC)
+    assert not guard.clock(99 * SEC + 1)  # within the tolerance
+    assert guard.clock(10 * SEC)
+    assert not guard.clock(11 * SEC)
