@@ -108,6 +108,9 @@ class InferenceConfig:
 
 @dataclass
 class TrainConfig:
+AMP_MODES = ("fp16", "bf16", "off")
+
+
     """Optimisation and self-supervised losses."""
 
     lr: float = 2e-4
@@ -118,7 +121,9 @@ class TrainConfig:
     lr_milestones: tuple[int, ...] = (16,)  # epochs at which lr *= lr_gamma
     lr_gamma: float = 0.1
     grad_clip: float = 35.0
-    amp: bool = True  # CUDA only
+    # mixed precision on CUDA: fp16 (autocast + GradScaler, the authors') | bf16 (autocast) | off;
+    # old configs' true / false read as bf16 / off
+    amp: str | bool = "fp16"
     pca_dims: int = 128
     feature_loss_weight: float = 5.0
     depth_loss_weight: float = 1.0
@@ -137,6 +142,12 @@ class TrainConfig:
 
 @dataclass
 class Config:
+    def __post_init__(self) -> None:
+        if isinstance(self.amp, bool):
+            self.amp = "bf16" if self.amp else "off"
+        if self.amp not in AMP_MODES:
+            raise ValueError(f"config: train.amp must be one of {list(AMP_MODES)} (or true / false), got {self.amp!r}")
+
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     grid: GridConfig = field(default_factory=GridConfig)

@@ -16,7 +16,8 @@ from gausstr_core.config import TrainConfig
 from gausstr_core.gaussians import Gaussians
 from gausstr_core.render import RenderOutput, render_gaussians
 
-DEPTH_EPS = 1e-4  # targets at or below this are ignored; rendered depth is clamped to it before log
+DEPTH_EPS = 1e-6  # targets at or below this are ignored; rendered depth is clamped to it before log
+# (the authors' SiLog: mmseg SiLogLoss with its default eps)
 
 
 def pca_project(target: torch.Tensor, q: int = 128, niter: int = 4) -> torch.Tensor:
@@ -60,24 +61,28 @@ def feature_loss(rendered: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 def depth_loss(
     rendered: torch.Tensor, target: torch.Tensor, far_depth: float = 51.2, far_target: float = 1e-3
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Scale-invariant log depth loss and L1 depth loss over pixels with target > DEPTH_EPS.
+    """Scale-invariant log depth loss (per view, then the mean over views) and L1 depth loss.
 
-    rendered, target: (B, N, H, W) m; rendered is the accumulated depth. Targets >= far_depth
-    (sky, beyond range) become far_target, which pushes those pixels towards transparency.
-    Returns silog = sqrt(mean d^2 - 0.5 (mean d)^2), d = log rendered - log target, and
-    l1 = mean |rendered - target|.
+    rendered, target: (..., H, W) m, one map per view (e.g. (B, N, H, W)); rendered is the
+    accumulated depth. Targets >= far_depth (sky, beyond range) become far_target, which pushes
+    those pixels towards transparency. Pixels count where target > DEPTH_EPS; rendered depth is
+    clamped to DEPTH_EPS before the log. Per view: silog = sqrt(mean d^2 - 0.5 (mean d)^2),
+    d = log rendered - log target; the views' silogs are averaged (a view without valid pixels
+    counts 0), as the authors' SiLog. l1 = mean |rendered - target| over all valid pixels.
     """
-    if rendered.shape != target.shape:
+    if rendered.shape != target.shape or rendered.dim() < 2:
         raise ValueError(f"depth_loss: rendered {tuple(rendered.shape)} and target {tuple(target.shape)} differ")
     target = torch.where(target >= far_depth, torch.full_like(target, far_target), target).to(rendered.dtype)
     valid = target > DEPTH_EPS
     if not valid.any():
         zero = rendered.sum() * 0.0
         return zero, zero
-    pred, goal = rendered[valid], target[valid]
-    d = torch.log(pred.clamp(min=DEPTH_EPS)) - torch.log(goal)
-    silog = torch.sqrt((d.square().mean() - 0.5 * d.mean().square()).clamp(min=1e-12))
-    return silog, (pred - goal).abs().mean()
+    d = torch.log(rendered.clamp(min=DEPTH_EPS)) - torch.log(target.clamp(min=DEPTH_EPS))
+    d = torch.where(valid, d, torch.zeros_like(d)).flatten(-2)
+    count = valid.flatten(-2).sum(-1).clamp(min=1)
+    mean_sq, mean = d.square().sum(-1) / count, d.sum(-1) / count
+    silog = torch.sqrt((mean_sq - 0.5 * mean.square()).clamp(min=1e-12)).mean()
+    return silog, (rendered[valid] - target[valid]).abs().mean()
 
 
 def segment_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:

@@ -24,7 +24,7 @@ def test_overrides_apply_with_yaml_values(tmp_path: Path) -> None:
         ("model.embed_dims=1.5", "model.embed_dims must be an integer"),
         ("model.colour=red", "unknown key(s) ['colour'] in model"),
         ("data.input_size=[1,2,3]", "data.input_size needs 2 values"),
-        ("train.amp=yes please", "train.amp must be true or false"),
+        ("train.amp=yes please", "train.amp must be one of ['fp16', 'bf16', 'off']"),
         ("nokey", "must look like section.key=value"),
     ],
 )
@@ -45,3 +45,11 @@ def test_save_and_load_round_trip(tmp_path: Path) -> None:
 def test_missing_file_is_named(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="nothere.yaml"):
         load_config(tmp_path / "nothere.yaml")
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"), [("fp16", "fp16"), ("bf16", "bf16"), ("off", "off"), ("true", "bf16"), ("false", "off")]
+)
+def test_amp_modes_and_old_boolean_values(value: str, expected: str) -> None:
+    assert load_config(None, [f"train.amp={value}"]).train.amp == expected
+    assert load_config(None).train.amp == "fp16"  # the authors' setting

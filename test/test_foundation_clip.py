@@ -29,7 +29,9 @@ def reference(clip_dir):
     return net, open_clip.get_tokenizer(f"local-dir:{clip_dir}")
 
 
-def test_clip_text_matches_open_clip_and_averages_templates(clip_dir, reference) -> None:
+def test_clip_text_matches_open_clip_and_ensembles_normalised_templates(clip_dir, reference) -> None:
+    from gausstr_core.vocabulary import Vocabulary, compute_prototypes
+
     net, tokenizer = reference
     encoder = build_text_encoder({"name": "clip", "model": f"local-dir:{clip_dir}"})
     assert isinstance(encoder, TextEncoder) and encoder.feature_dim == 16
@@ -37,11 +39,16 @@ def test_clip_text_matches_open_clip_and_averages_templates(clip_dir, reference)
         expected = net.encode_text(tokenizer(PROMPTS))
     torch.testing.assert_close(encoder.encode(PROMPTS), expected, atol=1e-5, rtol=1e-4)
 
+    vocabulary = Vocabulary.from_dict({"free_class": "road", "classes": [{"name": p, "prompts": [p]} for p in PROMPTS]})
     templates = ["a photo of a {}.", "{} in the street"]
     templated = build_text_encoder({"name": "clip", "model": f"local-dir:{clip_dir}", "templates": templates})
     with torch.no_grad():
         per_template = [net.encode_text(tokenizer([t.format(p) for p in PROMPTS])) for t in templates]
-    torch.testing.assert_close(templated.encode(PROMPTS), (per_template[0] + per_template[1]) / 2, atol=1e-5, rtol=1e-4)
+    unit = [e / e.norm(dim=1, keepdim=True) for e in per_template]
+    mean = (unit[0] + unit[1]) / 2
+    ensemble = compute_prototypes(vocabulary, templated, "clip").embeddings
+    torch.testing.assert_close(ensemble, mean / mean.norm(dim=1, keepdim=True), atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(ensemble.norm(dim=1), torch.ones(len(PROMPTS)))
     with pytest.raises(ValueError, match="non-empty list"):
         encoder.encode([])
 
@@ -127,44 +134,67 @@ def test_talk2dino_errors(clip_dir, tmp_path) -> None:
         build_text_encoder({"name": "talk2dino", "weights": str(wrong), "colour": "red"})
 
 
-def _identity_attention_reference(net: nn.Module, images: torch.Tensor) -> torch.Tensor:
-    """open_clip's own image forward with the last block's attention masked to the diagonal."""
+def _value_path_reference(net: nn.Module, images: torch.Tensor, mean, std) -> torch.Tensor:
+    """open_clip's own image forward, its last block replaced by torch attention restricted to the
+    diagonal (so each token gets out_proj(value) of itself) with no residual and no MLP."""
     visual = net.visual
     block = visual.transformer.resblocks[-1]
-    attention = block.attn
     length = 1 + visual.grid_size[0] * visual.grid_size[1]
     diagonal = torch.full((length, length), float("-inf"))
     diagonal.fill_diagonal_(0.0)
 
-    class DiagonalAttention(nn.Module):
-        def forward(self, q, k, v, need_weights=False, attn_mask=None):
-            return attention(q, k, v, need_weights=False, attn_mask=diagonal)
+    class ValueOnly(nn.Module):
+        def forward(self, x, attn_mask=None):
+            y = block.ln_1(x)
+            return block.attn(y, y, y, need_weights=False, attn_mask=diagonal)[0]
 
-    block.attn = DiagonalAttention()
+    resblocks = visual.transformer.resblocks
+    resblocks[-1] = ValueOnly()
     visual.output_tokens = True
     try:
-        mean = torch.tensor(visual.image_mean).view(1, 3, 1, 1)
-        std = torch.tensor(visual.image_std).view(1, 3, 1, 1)
         with torch.no_grad():
-            _, tokens = visual((images - mean) / std)
+            normalised = (images - torch.tensor(mean).view(1, 3, 1, 1)) / torch.tensor(std).view(1, 3, 1, 1)
+            _, tokens = visual(normalised)
     finally:
-        block.attn = attention
+        resblocks[-1] = block
         visual.output_tokens = False
     rows, cols = visual.grid_size
     return (tokens @ visual.proj).transpose(1, 2).reshape(images.shape[0], -1, rows, cols)
 
 
-def test_maskclip_equals_identity_attention_forward(clip_dir, reference) -> None:
+def test_maskclip_is_featups_value_path_on_imagenet_normalised_input(clip_dir, reference) -> None:
+    from gausstr_core.foundation.frozen import IMAGENET_MEAN, IMAGENET_STD
+
     net, _ = reference
     provider = build_feature_provider({"name": "maskclip", "model": f"local-dir:{clip_dir}"})
     assert isinstance(provider, FeatureProvider)
     assert provider.feature_dim == 16 and provider.patch_size == 8
     images = torch.rand(2, 3, 32, 32)
-    torch.testing.assert_close(provider(images), _identity_attention_reference(net, images), atol=1e-5, rtol=1e-4)
+    features = provider(images)
+    torch.testing.assert_close(features, _value_path_reference(net, images, IMAGENET_MEAN, IMAGENET_STD),
+                               atol=1e-5, rtol=1e-4)
+    clip_normalised = _value_path_reference(net, images, net.visual.image_mean, net.visual.image_std)
+    assert not torch.allclose(features, clip_normalised, atol=1e-3)  # ImageNet, not CLIP, mean/std
+    clip_provider = build_feature_provider(
+        {"name": "maskclip", "model": f"local-dir:{clip_dir}", "normalization": "clip"})
+    torch.testing.assert_close(clip_provider(images), clip_normalised, atol=1e-5, rtol=1e-4)
+
+    # the last block's MLP and second LayerNorm take no part
+    last = provider.visual.transformer.resblocks[-1]
+    with torch.no_grad():
+        for parameter in (*last.mlp.parameters(), *last.ln_2.parameters()):
+            parameter.add_(torch.randn_like(parameter))
+    torch.testing.assert_close(provider(images), features)
+    with torch.no_grad():
+        last.ln_1.weight.mul_(2.0)  # ... its first LayerNorm does
+    assert not torch.allclose(provider(images), features)
+
     other = provider(torch.rand(1, 3, 24, 40))  # position embeddings resampled to a 3 x 5 grid
     assert other.shape == (1, 16, 3, 5) and torch.isfinite(other).all()
     with pytest.raises(ValueError, match="multiple of the patch size 8"):
         provider(torch.rand(1, 3, 30, 32))
+    with pytest.raises(ValueError, match="normalization must be"):
+        build_feature_provider({"name": "maskclip", "model": f"local-dir:{clip_dir}", "normalization": "none"})
 
 
 def test_maskclip_featup_upsampling(clip_dir, tmp_path) -> None:

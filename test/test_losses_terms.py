@@ -53,6 +53,30 @@ def test_depth_loss_is_finite_for_empty_pixels_and_zero_when_exact():
     assert silog.item() == pytest.approx(0.0, abs=1e-5) and l1.item() == 0.0
 
 
+def test_depth_loss_is_per_view_then_mean_with_the_authors_eps():
+    """Two views of different scale: the mean of per-view silogs, not the silog of the pooled pixels;
+    an uncovered pixel (rendered 0) is clamped to 1e-6 (mmseg SiLogLoss eps), not 1e-4."""
+    rendered = torch.tensor([[[[2.0, 2.0, 4.0]], [[1.0, 3.0, 0.0]]]])  # (B=1, N=2, 1, 3)
+    target = torch.tensor([[[[1.0, 1.0, 1.0]], [[1.0, 1.0, 2.0]]]])
+    silog, l1 = depth_loss(rendered, target)
+
+    def view_silog(d: list[float]) -> float:
+        mean, mean_sq = sum(d) / len(d), sum(x * x for x in d) / len(d)
+        return math.sqrt(mean_sq - 0.5 * mean**2)
+
+    first = view_silog([math.log(2.0), math.log(2.0), math.log(4.0)])
+    second = view_silog([0.0, math.log(3.0), math.log(1e-6 / 2.0)])
+    assert silog.item() == pytest.approx((first + second) / 2, rel=1e-5)
+    pooled = view_silog([math.log(2.0), math.log(2.0), math.log(4.0), 0.0, math.log(3.0), math.log(1e-6 / 2.0)])
+    assert silog.item() != pytest.approx(pooled, rel=1e-3)
+    assert l1.item() == pytest.approx((1 + 1 + 3 + 0 + 2 + 2) / 6, rel=1e-6)
+    # a target of 1e-5 (below 1e-4, above 1e-6) counts
+    silog_small, _ = depth_loss(torch.tensor([[[[1e-5, 1.0]]]]), torch.tensor([[[[1e-5, 1.0]]]]))
+    assert silog_small.item() == pytest.approx(0.0, abs=1e-5)
+    far, _ = depth_loss(torch.tensor([[[[2e-5]]]]), torch.tensor([[[[1e-5]]]]))
+    assert far.item() == pytest.approx(math.sqrt(0.5) * math.log(2.0), rel=1e-4)
+
+
 def test_segment_loss_hand_values():
     logits = torch.tensor([[0.0, math.log(3.0)], [math.log(3.0), 0.0], [5.0, -5.0]]).reshape(1, 1, 1, 3, 2)
     labels = torch.tensor([1, 1, 0]).reshape(1, 1, 1, 3)

@@ -8,7 +8,7 @@ from test_foundation_fakes import write_tiny_open_clip
 
 from gausstr_core.cli.prepare import main
 from gausstr_core.foundation.synthetic import SyntheticTextEncoder
-from gausstr_core.vocabulary import Vocabulary, load_prototypes
+from gausstr_core.vocabulary import TEMPLATE_SETS, Vocabulary, load_prototypes
 
 
 def test_synthetic_prototypes_of_the_occ3d_vocabulary(repo_root, tmp_path) -> None:
@@ -62,8 +62,13 @@ def test_clip_prototypes_from_a_local_model(repo_root, tmp_path) -> None:
     )
     prototypes = load_prototypes(out)
     net = open_clip.create_model(f"local-dir:{clip_dir}").eval()
+    tokenizer = open_clip.get_tokenizer(f"local-dir:{clip_dir}")
+    # the CLIP variant's default ensemble: mean of the L2-normalised template embeddings, renormalised
     with torch.no_grad():
-        expected = net.encode_text(open_clip.get_tokenizer(f"local-dir:{clip_dir}")(prototypes.prompts))
+        per_template = torch.stack([
+            torch.nn.functional.normalize(net.encode_text(tokenizer([t.format(p) for p in prototypes.prompts])), dim=-1)
+            for t in TEMPLATE_SETS["openai_imagenet_sub"]])
+    expected = torch.nn.functional.normalize(per_template.mean(0), dim=-1)
     torch.testing.assert_close(prototypes.embeddings, expected, atol=1e-5, rtol=1e-4)
 
 

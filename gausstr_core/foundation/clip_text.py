@@ -14,10 +14,11 @@ _PROMPTS_PER_CALL = 256
 
 
 class ClipTextEncoder(FrozenModel):
-    """Frozen open_clip text tower: prompts -> (P, C) raw (unnormalised) projected text embeddings.
+    """Frozen open_clip text tower: texts -> (T, C) raw (unnormalised) projected text embeddings.
 
-    With `templates` (format strings such as "a photo of a {}."), each prompt's embedding is the
-    mean of its raw embeddings over the templates. The image tower is dropped after loading.
+    `templates` (format strings such as "a photo of a {}.") is this encoder's template ensemble,
+    applied by `gausstr_core.vocabulary.compute_prototypes` (None: the vocabulary's or the default);
+    `encode` itself embeds the texts exactly as given. The image tower is dropped after loading.
     """
 
     def __init__(
@@ -32,20 +33,18 @@ class ClipTextEncoder(FrozenModel):
         self.feature_dim: int = int(net.visual.output_dim)
         net.visual = nn.Identity()
         self.clip = net
-        self.templates = tuple(templates) if templates else ("{}",)
-        for template in self.templates:
-            if "{}" not in template:
-                raise ValueError(f"clip text template {template!r} must contain '{{}}' for the prompt")
+        self.templates = tuple(templates) if templates else None
+        for template in self.templates or ():
+            if template.count("{}") != 1:
+                raise ValueError(f"clip text template {template!r} must contain '{{}}' exactly once")
         self.freeze(device)
 
     @torch.no_grad()
     def encode(self, prompts: list[str]) -> torch.Tensor:
         if not prompts or not all(isinstance(p, str) and p for p in prompts):
             raise ValueError(f"clip text: prompts must be a non-empty list of non-empty strings, got {prompts!r}")
-        texts = [template.format(prompt) for prompt in prompts for template in self.templates]
         chunks = [
-            self.clip.encode_text(self.tokenizer(texts[i : i + _PROMPTS_PER_CALL]).to(self.device))
-            for i in range(0, len(texts), _PROMPTS_PER_CALL)
+            self.clip.encode_text(self.tokenizer(prompts[i : i + _PROMPTS_PER_CALL]).to(self.device))
+            for i in range(0, len(prompts), _PROMPTS_PER_CALL)
         ]
-        embeddings = torch.cat(chunks).float()
-        return embeddings.view(len(prompts), len(self.templates), -1).mean(dim=1)
+        return torch.cat(chunks).float()

@@ -1,4 +1,5 @@
-"""MaskCLIP-style dense CLIP features (open_clip ViT), optionally upsampled by FeatUp: the FeatUp variant's maps."""
+"""Dense CLIP features as FeatUp's MaskCLIP featuriser computes them (open_clip ViT), optionally upsampled
+by FeatUp: the FeatUp variant's maps."""
 
 from __future__ import annotations
 
@@ -20,12 +21,14 @@ OPENAI_CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 class MaskCLIPFeatureProvider(FrozenModel):
     """Frozen CLIP ViT as a dense feature map: images (B, 3, H, W) -> (B, C, H / s, W / s), C = CLIP embed dim.
 
-    MaskCLIP trick: every block runs normally except the last, whose attention matrix is replaced
-    by the identity (each token keeps its own value embedding through the output projection);
-    that block's residual and MLP are kept. Patch tokens then go through `ln_post` and the visual
-    projection into the joint image-text space, so `features @ text_embeddings.T` scores classes.
-    Position embeddings are resampled (bicubic) to the input's patch grid. Inputs get the CLIP
-    model's mean/std.
+    FeatUp's MaskCLIP featuriser: every block runs normally except the last, of which only the
+    value path is kept, value = out_proj(v_proj(ln_1(x))), with no residual and no MLP (FeatUp
+    found adding it back to x or feeding it through ln_2 and the MLP worse). Patch tokens then go
+    through `ln_post` and the visual projection into the joint image-text space, so
+    `features @ text_embeddings.T` scores classes. Position embeddings are resampled (bicubic) to
+    the input's patch grid. `normalization`: 'imagenet' (default; FeatUp feeds its featurisers
+    ImageNet-normalised images, as the authors' maps were made) or 'clip' (the CLIP model's own
+    mean/std).
 
     With `featup_dir`, the CLIP-patch-resolution map is upsampled by FeatUp's JBU upsampler
     (guided by the ImageNet-normalised image) and area-pooled to stride `output_stride`
@@ -42,8 +45,11 @@ class MaskCLIPFeatureProvider(FrozenModel):
         featup_entry: str = "maskclip",
         featup_kwargs: dict[str, Any] | None = None,
         output_stride: int | None = None,
+        normalization: str = "imagenet",
     ) -> None:
         super().__init__()
+        if normalization not in ("imagenet", "clip"):
+            raise ValueError(f"maskclip: normalization must be 'imagenet' or 'clip', got {normalization!r}")
         net, _ = load_open_clip(model, weights, device)
         visual = net.visual
         blocks = getattr(getattr(visual, "transformer", None), "resblocks", None)
@@ -53,8 +59,11 @@ class MaskCLIPFeatureProvider(FrozenModel):
         self.clip_patch = int(visual.patch_size[0])
         self.feature_dim: int = int(visual.output_dim)
         self.patch_size: int = int(output_stride or self.clip_patch)
-        self.mean = tuple(getattr(visual, "image_mean", None) or OPENAI_CLIP_MEAN)
-        self.std = tuple(getattr(visual, "image_std", None) or OPENAI_CLIP_STD)
+        if normalization == "imagenet":
+            self.mean, self.std = IMAGENET_MEAN, IMAGENET_STD
+        else:
+            self.mean = tuple(getattr(visual, "image_mean", None) or OPENAI_CLIP_MEAN)
+            self.std = tuple(getattr(visual, "image_std", None) or OPENAI_CLIP_STD)
         kwargs = {"use_norm": False} if featup_kwargs is None else dict(featup_kwargs)
         self.upsampler = load_featup_upsampler(featup_dir, featup_entry, device, **kwargs) if featup_dir else None
         if self.upsampler is None and self.patch_size != self.clip_patch:
@@ -76,7 +85,7 @@ class MaskCLIPFeatureProvider(FrozenModel):
         return F.adaptive_avg_pool2d(upsampled, (height // self.patch_size, width // self.patch_size))
 
     def _dense_clip(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, 3, H, W) CLIP-normalised -> (B, C, H / p, W / p) MaskCLIP features."""
+        """(B, 3, H, W) normalised -> (B, C, H / p, W / p) MaskCLIP features."""
         visual = self.visual
         tokens = visual.conv1(x)
         batch, width, rows, cols = tokens.shape
@@ -87,7 +96,7 @@ class MaskCLIPFeatureProvider(FrozenModel):
         for block in visual.transformer.resblocks[:-1]:
             tokens = block(tokens)
         tokens = tokens if batch_first else tokens.transpose(0, 1)
-        tokens = _identity_attention_block(visual.transformer.resblocks[-1], tokens)
+        tokens = _value_path(visual.transformer.resblocks[-1], tokens)
         patches = visual.ln_post(tokens[:, 1:]) @ visual.proj
         return patches.transpose(1, 2).reshape(batch, self.feature_dim, rows, cols)
 
@@ -102,10 +111,9 @@ class MaskCLIPFeatureProvider(FrozenModel):
         return torch.cat([pos[:1], grid.flatten(2)[0].transpose(0, 1)], dim=0)
 
 
-def _identity_attention_block(block: nn.Module, tokens: torch.Tensor) -> torch.Tensor:
-    """One open_clip residual block with its attention matrix replaced by the identity. tokens (B, L, W)."""
+def _value_path(block: nn.Module, tokens: torch.Tensor) -> torch.Tensor:
+    """The value path of one open_clip residual block: out_proj(v_proj(ln_1(x))), tokens (B, L, W) -> (B, L, W)."""
     attn: nn.MultiheadAttention = block.attn
     width = tokens.shape[-1]
     values = F.linear(block.ln_1(tokens), attn.in_proj_weight[2 * width :], attn.in_proj_bias[2 * width :])
-    tokens = tokens + block.ls_1(attn.out_proj(values))
-    return tokens + block.ls_2(block.mlp(block.ln_2(tokens)))
+    return attn.out_proj(values)

@@ -5,7 +5,7 @@ Spec keys besides `name` are the provider's constructor arguments:
 feature providers
   dinov2     weights (file or timm hub id), arch, input_size [H, W], model_kwargs, device
   maskclip   model (open_clip name or local-dir:/folder), weights, featup_dir, featup_entry,
-             featup_kwargs, output_stride, device
+             featup_kwargs, output_stride, normalization (imagenet | clip), device
   synthetic  see gausstr_core.foundation.synthetic.SyntheticFeatureProvider
 depth providers
   depth_anything  weights (model folder or hub id), process_size, device
@@ -55,6 +55,12 @@ def build_depth_provider(spec: dict[str, Any], device: str | None = None) -> Dep
 def build_text_encoder(spec: dict[str, Any], device: str | None = None) -> TextEncoder:
     """Prompts -> embeddings encoder named by spec['name']; `device` overrides spec['device']."""
     return _build(spec, TEXT_ENCODERS, "text encoder", device)
+
+
+def text_encoder_name(encoder: object) -> str:
+    """The registry name of an encoder object's class (e.g. 'clip'), else its class name."""
+    path = f"{type(encoder).__module__}:{type(encoder).__name__}"
+    return next((name for name, target in TEXT_ENCODERS.items() if target == path), type(encoder).__name__)
 
 
 def _build(spec: dict[str, Any], table: dict[str, str], kind: str, device: str | None) -> Any:

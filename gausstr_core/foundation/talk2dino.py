@@ -90,6 +90,7 @@ class Talk2DINOTextEncoder(FrozenModel):
                 f"{self.clip.feature_dim}-d"
             )
         self.feature_dim: int = self.projection.linear_layer.out_features
+        self.templates = self.clip.templates  # applied by vocabulary.compute_prototypes
         self.freeze(device)
 
     @torch.no_grad()

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-NORM_EPS = 1e-5
+NORM_EPS = 1e-6  # the authors' LN2d (ViTDet simple FPN) eps: converted weights reproduce their activations
 
 
 class LayerNorm2d(nn.Module):

@@ -133,7 +133,10 @@ class _Trainer:
             from gausstr_core.foundation.registry import build_feature_provider
 
             self.feature_provider = build_feature_provider({**config.data.feature_provider, "device": str(info.device)})
-        self.amp = cfg.amp and info.device.type == "cuda"
+        # mixed precision (CUDA only): fp16 autocast with a GradScaler (the authors'), bf16 autocast, or off
+        cuda = info.device.type == "cuda"
+        self.amp_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(cfg.amp) if cuda else None
+        self.scaler = torch.amp.GradScaler("cuda", enabled=cuda and cfg.amp == "fp16")
         self.step, self.epoch, self.consumed = 0, 0, 0
         self.logger = TrainLogger(
             Path(cfg.work_dir), enabled=info.is_main, show_progress=show_progress, log_every=cfg.log_every
@@ -156,6 +159,8 @@ class _Trainer:
         self.consumed = min(seen // self.info.world_size, self.iters_per_epoch)
         restore_rng_state(state["rng"])
         self.loader.generator.set_state(state["loader_rng"])
+        if state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
 
     def save(self, name: str = "latest.pt") -> Path:
         path = Path(self.config.train.work_dir) / "checkpoints" / name
@@ -169,6 +174,7 @@ class _Trainer:
                 "world_size": self.info.world_size,
                 "rng": capture_rng_state(),
                 "loader_rng": self.loader.generator.get_state(),
+                "scaler": self.scaler.state_dict(),
             }
             save_checkpoint(path, self.model, self.config, extra={"train_state": train_state})
         barrier(self.info)
@@ -186,7 +192,7 @@ class _Trainer:
         if features is None or batch.depths is None:
             raise ValueError(f"batch {batch.tokens}: training needs feature maps and depth maps")
         net = self.ddp or self.model
-        with torch.autocast(self.info.device.type, dtype=torch.bfloat16, enabled=self.amp):
+        with torch.autocast(self.info.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
             layers = net(features, batch.depths, batch.intrinsics, batch.cam2ego, batch.img_aug)
             total, terms = gausstr_losses(
                 layers,
@@ -200,9 +206,11 @@ class _Trainer:
                 segment_head=self.model.segment_head if batch.segmentation is not None else None,
             )
         self.optimizer.zero_grad(set_to_none=True)
-        total.backward()
+        self.scaler.scale(total).backward()
+        self.scaler.unscale_(self.optimizer)  # clip the true gradients
         grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.train.grad_clip)
-        self.optimizer.step()
+        self.scaler.step(self.optimizer)  # skipped (and the scale lowered) when fp16 gradients overflowed
+        self.scaler.update()
         self.scheduler.step()
         names = sorted(terms)
         averaged = all_reduce_mean(torch.stack([terms[k].detach().float() for k in names]), self.info)
