@@ -10,6 +10,7 @@ import sys
 
 from gausstr_core.data.occ3d import OCC3D_CLASSES
 from gausstr_core.data.synthetic.generate import SynthOptions, generate_dataset
+from gausstr_core.data.synthetic.occupancy import CAMERA_MASK_RULES
 
 
 def _size(text: str) -> tuple[int, int]:
@@ -50,6 +51,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="synthetic feature patch size (default 10; 14 with --full-res, like DINOv2)",
     )
     parser.add_argument("--jpeg-quality", type=int, default=90)
+    parser.add_argument(
+        "--camera-mask",
+        choices=CAMERA_MASK_RULES,
+        default="raycast",
+        help="rule of mask_camera: Occ3D's ray casting through the grid (default) or the depth-image tolerance test",
+    )
     return parser
 
 
@@ -66,6 +73,7 @@ def main(argv: list[str] | None = None) -> int:
         feature_dim=args.feature_dim,
         patch_size=args.patch_size or (14 if args.full_res else 10),
         jpeg_quality=args.jpeg_quality,
+        camera_mask=args.camera_mask,
     )
     try:
         summary = generate_dataset(args.out, options)

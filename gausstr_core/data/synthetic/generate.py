@@ -1,7 +1,7 @@
 """Writes a complete synthetic nuScenes-format tree: tables, JPEGs, Occ3D gts, caches, splits, config.
 
 Layout under `out` (the devkit's dataroot):
-  <version>/*.json, <version>/splits.json     nuScenes v1.0 tables + custom train/val split
+  <version>/*.json, <version>/splits.json     nuScenes v1.0 tables + custom splits (_write_splits)
   samples/<CAM>/<log>__<CAM>__<us>.jpg        keyframe images (2 Hz)
   sweeps/<CAM>/<log>__<CAM>__<us>.jpg         non-keyframe images (12 Hz in between)
   maps/<token>.png                            placeholder semantic-prior map (the devkit needs one)
@@ -10,14 +10,18 @@ Layout under `out` (the devkit's dataroot):
       synthetic (C, h, w) provider features, synthetic_depth (H, W) depth estimate,
       synthetic_depth_gt (H, W) true depth (0 = sky), synthetic_classes (H, W) class map
   gausstr_synthetic.yaml                      a Config pointing at all of the above
+  synthetic_world.json                        what made the world: the SynthOptions, the camera-mask
+                                              rule (occupancy.CAMERA_MASK_RULES) and the splits
 Cameras fire 12 times a second, staggered like nuScenes (rig.CameraSpec.trigger_offset); the
 ego pose of every image is the ego's pose at that image's own timestamp.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,8 +35,10 @@ from gausstr_core.data.augment import plan_resize_crop
 from gausstr_core.data.cache import write_cache_map, write_cache_meta
 from gausstr_core.data.occ3d import FREE_ID, Occ3DLabels, occ3d_path, write_occ3d
 from gausstr_core.data.synthetic.occupancy import (
+    CAMERA_MASK_RULES,
     LIDAR_ORIGIN,
     camera_visibility,
+    camera_visibility_raycast,
     lidar_rays,
     lidar_visibility,
     occupancy_semantics,
@@ -49,13 +55,16 @@ KEYFRAME_PERIOD_S = 0.5
 SWEEPS_PER_KEYFRAME = 6  # 12 Hz cameras
 LIDAR_RANGE_M = 70.0
 CACHE_KINDS = ("synthetic", "synthetic_depth", "synthetic_depth_gt", "synthetic_classes")
+WORLD_META = "synthetic_world.json"
+SELECT_SPLIT = "val_select"  # scenes for choosing a checkpoint during training, apart from train and val
 _EPOCH_US = 1_735_689_600_000_000  # 2025-01-01 00:00:00 UTC
 
 
 @dataclass
 class SynthOptions:
     """What to generate. image_size (W, H) of the originals; input_size (H, W) of the caches
-    (None: originals scaled to <= 896 wide, rounded down to whole patches)."""
+    (None: originals scaled to <= 896 wide, rounded down to whole patches); camera_mask: the rule
+    of mask_camera (occupancy.CAMERA_MASK_RULES)."""
 
     scenes: int = 2
     samples_per_scene: int = 3
@@ -68,6 +77,7 @@ class SynthOptions:
     patch_size: int = 10
     jpeg_quality: int = 90
     rig: list[CameraSpec] | None = None
+    camera_mask: str = "raycast"
 
     def cache_input_size(self) -> tuple[int, int]:
         if self.input_size is not None:
@@ -117,6 +127,10 @@ def _generate(out: Path, options: SynthOptions) -> SynthSummary:
     input_size = options.cache_input_size()
     if min(input_size) < options.patch_size:
         raise ValueError(f"gausstr-synth: input size {input_size} is smaller than one patch ({options.patch_size})")
+    if options.camera_mask not in CAMERA_MASK_RULES:
+        raise ValueError(
+            f"gausstr-synth: camera mask rule must be one of {CAMERA_MASK_RULES}, got {options.camera_mask!r}"
+        )
     tables = NuScenesTables(options.seed)
     provider = SyntheticFeatureProvider(options.feature_dim, options.patch_size, seed=options.seed)
     summary = SynthSummary(out, options.version, out / "gausstr_synthetic.yaml")
@@ -134,7 +148,8 @@ def _generate(out: Path, options: SynthOptions) -> SynthSummary:
     Image.new("L", (16, 16)).save(out / map_path)
     tables.add_map(str(map_path))
     tables.write(out, options.version)
-    _write_splits(out / options.version / "splits.json", summary.scenes)
+    splits = _write_splits(out / options.version / "splits.json", summary.scenes)
+    _write_world_meta(out / WORLD_META, options, splits)
     _write_cache_metas(out / "cache", options, input_size)
     save_config(_config(out, options, rig, input_size), summary.config_path)
     summary.classes = sorted(classes)
@@ -232,8 +247,15 @@ class _SceneWriter:
         semantics = occupancy_semantics(self.world, ego2road, self.grid)
 
         mask_camera = np.zeros(self.grid.dims, dtype=bool)
+        occupied = semantics != FREE_ID
         for cam, (view, _), cam_pose in zip(self.rig, views, poses):
-            mask_camera |= camera_visibility(self.grid, road2ego @ cam_pose @ cam.cam2ego, cam.intrinsics, view.depth)
+            cam2ego = road2ego @ cam_pose @ cam.cam2ego
+            if self.options.camera_mask == "raycast":
+                mask_camera |= camera_visibility_raycast(
+                    self.grid, cam2ego, cam.intrinsics, (cam.height, cam.width), occupied
+                )
+            else:
+                mask_camera |= camera_visibility(self.grid, cam2ego, cam.intrinsics, view.depth)
         lidar_o, lidar_d, elevations = lidar_rays()
         hits = self.caster.cast(
             _transform(ego2road, lidar_o), lidar_d @ torch.as_tensor(ego2road[:3, :3], dtype=torch.float32).T
@@ -265,12 +287,51 @@ def _transform(a_to_b: np.ndarray, points: torch.Tensor) -> torch.Tensor:
     return points @ m[:3, :3].T + m[:3, 3]
 
 
-def _write_splits(path: Path, scenes: list[str]) -> None:
-    """One scene: it is both train and val; else the last quarter (>= 1) of the scenes is val."""
-    n_val = 0 if len(scenes) == 1 else max(1, len(scenes) // 4)
-    train = scenes[: len(scenes) - n_val]
-    val = scenes[len(scenes) - n_val :] or scenes
-    path.write_text(json.dumps({"train": train, "val": val}, indent=2))
+def _write_splits(path: Path, scenes: list[str]) -> dict[str, list[str]]:
+    """train / val (held out, scored) / val_select (for choosing checkpoints), returned as written.
+
+    From 3 scenes on, the last max(1, n // 13) scenes are val_select, and of the other m scenes the
+    last max(1, m // 4) are val (13 scenes: train 0-8, val 9-11, val_select 12; a 12-scene world
+    without val_select had the same train and val). Fewer scenes: one scene is all three splits;
+    two are train and val, with val_select = val.
+    """
+    n = len(scenes)
+    n_select = max(1, n // 13) if n >= 3 else 0
+    rest = scenes[: n - n_select]
+    n_val = 0 if len(rest) == 1 else max(1, len(rest) // 4)
+    train = rest[: len(rest) - n_val]
+    val = rest[len(rest) - n_val :] or rest
+    splits = {"train": train, "val": val, SELECT_SPLIT: scenes[n - n_select :] if n_select else val}
+    path.write_text(json.dumps(splits, indent=2))
+    return splits
+
+
+def _write_world_meta(path: Path, options: SynthOptions, splits: dict[str, list[str]]) -> None:
+    fields = {k: v for k, v in dataclasses.asdict(options).items() if k != "rig"}
+    meta = {
+        "camera_mask": options.camera_mask,
+        "options": fields,
+        "custom_rig": options.rig is not None,
+        "splits": splits,
+    }
+    tmp = path.with_name(path.name + ".tmp")  # written last and atomically: its presence marks a whole world
+    tmp.write_text(json.dumps(meta, indent=2))
+    os.replace(tmp, path)
+
+
+def world_camera_mask(dataroot: str | Path) -> str:
+    """The camera-mask rule recorded in a generated world's meta; ValueError when it records none
+    (a world generated before the rule was recorded, or no synthetic world)."""
+    path = Path(dataroot) / WORLD_META
+    if not path.is_file():
+        raise ValueError(
+            f"{dataroot} has no {WORLD_META}: not a synthetic world, or one generated before its "
+            "camera-mask rule was recorded; regenerate it"
+        )
+    rule = json.loads(path.read_text()).get("camera_mask")
+    if rule not in CAMERA_MASK_RULES:
+        raise ValueError(f"{path}: unknown camera_mask {rule!r}, expected one of {CAMERA_MASK_RULES}")
+    return rule
 
 
 def _write_cache_metas(root: Path, options: SynthOptions, input_size: tuple[int, int]) -> None:
