@@ -10,6 +10,7 @@ import torch
 
 from gausstr_core.config import Config, ModelConfig
 from gausstr_core.model import GaussTR, atomic_save, build_model_from_checkpoint, load_checkpoint, save_checkpoint
+from gausstr_core.model.checkpoint import content_digest
 
 
 def _config(**model) -> Config:
@@ -106,6 +107,7 @@ def test_state_dict_not_matching_the_config_lists_the_keys(tmp_path: Path) -> No
     del state["out_norm.bias"]
     state["extra.weight"] = torch.zeros(1)
     state["query_embed.weight"] = torch.zeros(5, 32)
+    ckpt["meta"]["sha256"] = content_digest(ckpt)  # a consistent file that does not fit the config
     torch.save(ckpt, path)
     with pytest.raises(ValueError) as err:
         build_model_from_checkpoint(path)

@@ -29,6 +29,7 @@ import yaml
 from PIL import Image
 from tqdm import tqdm
 
+from gausstr_core.atomic_files import remove_stale_temporaries
 from gausstr_core.config import load_config
 from gausstr_core.data.augment import plan_resize_crop
 from gausstr_core.data.cache import cache_path, read_cache_meta, write_cache_map, write_cache_meta
@@ -120,27 +121,6 @@ def check_or_write_meta(root: Path, kind: str, meta: dict[str, Any]) -> None:
             )
 
 
-def remove_stale_temporaries(folder: Path) -> int:
-    """Delete `.<name>.<pid>.tmp` files left by killed writers (pid no longer running); returns how many."""
-    removed = 0
-    for path in folder.glob(".*.tmp") if folder.is_dir() else []:
-        pid = path.name.split(".")[-2]
-        if pid.isdigit() and not _process_alive(int(pid)):
-            path.unlink(missing_ok=True)
-            removed += 1
-    return removed
-
-
-def _process_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def _batches(jobs: list[ImageJob], size: int) -> Iterator[list[ImageJob]]:
     for start in range(0, len(jobs), size):
         yield jobs[start : start + size]
@@ -213,7 +193,7 @@ def run_maps(args: argparse.Namespace) -> None:
                 f"--input-size {input_size} must be a multiple of the provider's patch size {provider.patch_size}"
             )
     check_or_write_meta(root, kind, meta)
-    stale = remove_stale_temporaries(root / kind)
+    stale = len(remove_stale_temporaries(root / kind))
     written = write_maps(provider, map_kind, jobs, root, kind, input_size, args.batch_size)
     print(
         f"{kind}: wrote {written}, skipped {len(jobs) - written} already cached, removed {stale} stale temporaries "

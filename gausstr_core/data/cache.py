@@ -2,18 +2,20 @@
 
 Feature kinds hold (C, h, w) maps, depth kinds (H, W) metres (0 = no measurement), segmentation
 kinds (H, W) class ids; all cover the full original image resized to the input size recorded in
-meta.json (`input_size` [H, W]). Writes are atomic (temporary file + os.replace), so a killed
-writer never leaves a partial map behind.
+meta.json (`input_size` [H, W]). Writes are atomic (gausstr_core.atomic_files), so a killed writer
+never leaves a partial map behind; reads refuse files that are not .npy arrays.
 """
 
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from gausstr_core.atomic_files import write_atomic
+from gausstr_core.file_checks import check_npy_file
 
 META_NAME = "meta.json"
 
@@ -25,18 +27,6 @@ def cache_path(root: str | Path, kind: str, token: str) -> Path:
     return Path(root) / kind / f"{token}.npy"
 
 
-def _atomic_write(path: Path, write) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as handle:
-            write(handle)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
 def write_cache_map(root: str | Path, kind: str, token: str, array: Any) -> Path:
     """Store one map (numpy array or tensor) as float16; returns its path."""
     if hasattr(array, "detach"):
@@ -46,7 +36,7 @@ def write_cache_map(root: str | Path, kind: str, token: str, array: Any) -> Path
         raise TypeError(f"write_cache_map: {kind}/{token} must be numeric, got {array.dtype}")
     path = cache_path(root, kind, token)
     data = np.ascontiguousarray(array.astype(np.float16))
-    _atomic_write(path, lambda handle: np.save(handle, data, allow_pickle=False))
+    write_atomic(path, lambda handle: np.save(handle, data, allow_pickle=False), durable=False)
     return path
 
 
@@ -57,6 +47,7 @@ def read_cache_map(
     path = cache_path(root, kind, token)
     if not path.is_file():
         raise FileNotFoundError(f"cache map not found: {path} (kind {kind!r}, token {token})")
+    check_npy_file(path, "cache map")  # e.g. a zip, which numpy would open as an .npz
     try:
         array = np.load(path, allow_pickle=False)
     except (OSError, ValueError) as err:
@@ -75,7 +66,7 @@ def write_cache_meta(root: str | Path, kind: str, meta: dict[str, Any]) -> Path:
     """Write `<root>/<kind>/meta.json` (e.g. provider, input_size [H, W], channels, patch_size)."""
     path = Path(root) / kind / META_NAME
     text = json.dumps(meta, indent=2, sort_keys=True).encode()
-    _atomic_write(path, lambda handle: handle.write(text))
+    write_atomic(path, lambda handle: handle.write(text), durable=False)
     return path
 
 

@@ -6,6 +6,9 @@ from pathlib import Path
 
 import torch
 
+from gausstr_core.errors import DamagedFileError
+from gausstr_core.file_checks import check_safetensors_file, load_torch_checked
+
 
 class WeightsNotFoundError(FileNotFoundError):
     """Model weights are missing locally (and could not be fetched): the message says what to get and where."""
@@ -33,13 +36,18 @@ def looks_like_path(value: str) -> bool:
 
 
 def load_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:
-    """Read a state dict from .safetensors or a torch file (weights_only); unwraps 'state_dict'-style nesting."""
+    """Read a state dict from .safetensors or a torch file (checked, weights_only); unwraps 'state_dict' nesting."""
     path = Path(path)
     if path.suffix == ".safetensors":
+        from safetensors import SafetensorError
         from safetensors.torch import load_file
 
-        return load_file(str(path), device="cpu")
-    loaded = torch.load(path, map_location="cpu", weights_only=True)
+        check_safetensors_file(path, "weights file")
+        try:
+            return load_file(str(path), device="cpu")
+        except SafetensorError as exc:
+            raise DamagedFileError(f"weights file {path} is damaged: {exc}") from exc
+    loaded = load_torch_checked(path, "weights file")
     for key in ("model_state_dict", "state_dict", "model"):
         if isinstance(loaded, dict) and isinstance(loaded.get(key), dict):
             loaded = loaded[key]

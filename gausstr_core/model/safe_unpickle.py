@@ -6,7 +6,8 @@ an allow-list unpickler: only tensor/storage rebuilding, OrderedDict, numpy arra
 reconstruction and `_codecs.encode` (protocol-2 bytes) resolve to real objects; globals of the
 OpenMMLab packages become `InertObject` stand-ins that only record their arguments and state;
 anything else (os.system, builtins.eval, ...) stops the load with `UnsafeCheckpointError`
-before it can be called.
+before it can be called. TorchScript archives, which torch.load would hand to torch.jit.load (running
+their code, our unpickler never asked), are refused before torch opens the file (file_checks).
 """
 
 from __future__ import annotations
@@ -22,10 +23,13 @@ from typing import Any
 import numpy as np
 import torch
 
+from gausstr_core.errors import DamagedFileError, UserError
+from gausstr_core.file_checks import TORCH_LOAD_ERRORS, check_torch_file
+
 INERT_PACKAGES = ("mmengine", "mmcv", "mmdet", "mmdet3d", "mmseg", "mmpretrain")
 
 
-class UnsafeCheckpointError(pickle.UnpicklingError):
+class UnsafeCheckpointError(UserError, pickle.UnpicklingError):
     """The pickle referenced a global outside the allow-list."""
 
 
@@ -107,9 +111,13 @@ ALLOW_LIST_PICKLE = types.SimpleNamespace(
 
 
 def load_foreign_checkpoint(path: str | Path) -> Any:
-    """Load a third-party torch checkpoint on CPU through the allow-list unpickler."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint not found: {path}")
-    # weights_only must be False to pass a pickle_module; safety comes from AllowListUnpickler.
-    return torch.load(path, map_location="cpu", pickle_module=ALLOW_LIST_PICKLE, weights_only=False)
+    """Load a third-party torch checkpoint on CPU through the allow-list unpickler (after check_torch_file)."""
+    path = check_torch_file(path, "checkpoint")
+    # weights_only must be False to pass a pickle_module; safety comes from check_torch_file (no
+    # TorchScript reaches torch.jit.load) and AllowListUnpickler (every global of the pickle).
+    try:
+        return torch.load(path, map_location="cpu", pickle_module=ALLOW_LIST_PICKLE, weights_only=False)
+    except UnsafeCheckpointError:
+        raise
+    except (pickle.UnpicklingError, *TORCH_LOAD_ERRORS) as exc:
+        raise DamagedFileError(f"checkpoint {path} is corrupt or not a torch file: {exc}") from exc

@@ -1,9 +1,11 @@
 """The self-supervised training loop: resumable, single- or multi-process (torchrun + DDP).
 
 Checkpoints: `<work_dir>/checkpoints/latest.pt` (every `train.checkpoint_every` steps and at each
-epoch end) and `epoch_<e>.pt`, each a model checkpoint (gausstr_core.model.checkpoint) with a
+epoch end) and `epoch_<e>.pt` (the same file, put in place before latest.pt: see `_Trainer.save`),
+each a model checkpoint (gausstr_core.model.checkpoint) with a
 `train_state` extra: optimizer, scheduler, step, epoch, batches consumed in the epoch, RNG states.
-Only rank 0 writes. A resumed single-process run continues bit-exactly.
+Only rank 0 writes; at start, each rank removes its own temporaries left by killed runs. A resumed
+single-process run continues bit-exactly.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
+from gausstr_core.atomic_files import remove_stale_temporaries
 from gausstr_core.config import Config, config_from_dict, save_config
 from gausstr_core.data import collate_samples
 from gausstr_core.data.dataset import GaussTRDataset
@@ -162,8 +165,11 @@ class _Trainer:
         if state.get("scaler"):
             self.scaler.load_state_dict(state["scaler"])
 
-    def save(self, name: str = "latest.pt") -> Path:
-        path = Path(self.config.train.work_dir) / "checkpoints" / name
+    def save(self, *names: str) -> Path:
+        """Write one checkpoint under every name (default latest.pt), put in place in the given order
+        (atomic_files: e.g. epoch_N.pt before latest.pt, so no kill loses either); returns the last path."""
+        folder = Path(self.config.train.work_dir) / "checkpoints"
+        paths = [folder / name for name in names or ("latest.pt",)]
         if self.info.is_main:
             train_state = {
                 "optimizer": self.optimizer.state_dict(),
@@ -176,9 +182,9 @@ class _Trainer:
                 "loader_rng": self.loader.generator.get_state(),
                 "scaler": self.scaler.state_dict(),
             }
-            save_checkpoint(path, self.model, self.config, extra={"train_state": train_state})
+            save_checkpoint(paths, self.model, self.config, extra={"train_state": train_state})
         barrier(self.info)
-        return path
+        return paths[-1]
 
     # -- one step ----------------------------------------------------------------------------
 
@@ -229,6 +235,7 @@ class _Trainer:
         if self.info.is_main:
             Path(cfg.work_dir).mkdir(parents=True, exist_ok=True)
             save_config(self.config, Path(cfg.work_dir) / "config.yaml")
+        remove_stale_temporaries(Path(cfg.work_dir) / "checkpoints", self.info.rank)  # of killed runs of this rank
         self.model.train()
         start, losses, last_ckpt = time.monotonic(), [], None
 
@@ -259,8 +266,7 @@ class _Trainer:
             if self.consumed >= self.iters_per_epoch:
                 self.epoch += 1
                 self.consumed = 0
-                last_ckpt = self.save()
-                self.save(f"epoch_{self.epoch}.pt")
+                last_ckpt = self.save(f"epoch_{self.epoch}.pt", "latest.pt")
             elif saved_step != self.step:
                 last_ckpt = self.save()
             self.logger.end_epoch()
