@@ -1,0 +1,101 @@
+"""Optional metric-depth head on the neck: the depth GaussTR samples for its Gaussians, without a
+depth network at inference.
+
+A small top-down conv decoder fuses the neck's four maps (coarsest first), adds three camera-ray
+channels at the finest level, predicts one logit per pixel, upsamples it bilinearly to the network
+input size and maps it to depth = exp(log d_min + sigmoid(logit) (log d_max - log d_min)), so the
+output always lies in [d_min, d_max] (d_max = model.depth_max, the range GaussTR clamps depth to).
+
+The ray channels make metric depth learnable from semantic features that carry no scale: per pixel,
+the ego-frame height change dz of the pixel's ray per metre of optical depth, the normalised log
+depth at which that ray meets the ego ground plane z = 0 (d_max where it never does), and whether
+it does. They depend on the camera's intrinsics, extrinsics and the resize only.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from gausstr_core.geometry import pixel_to_input_matrix
+
+MIN_DEPTH = 0.1  # m, the head's lower bound
+INITIAL_DEPTH = 10.0  # m, the untrained head's output everywhere
+RAY_CHANNELS = 3
+
+
+def ray_channels(
+    intrinsics: torch.Tensor, cam2ego: torch.Tensor, img_aug: torch.Tensor, input_size: tuple[int, int],
+    map_size: tuple[int, int], min_depth: float, max_depth: float,
+) -> torch.Tensor:
+    """Camera-ray channels (M, 3, h, w) at the centres of an (h, w) = map_size grid over the input.
+
+    intrinsics, img_aug (M, 3, 3) original-pixel K and original -> input pixels; cam2ego (M, 4, 4)
+    optical -> ego; input_size (H, W). Channels: dz (ego z change per metre of optical depth),
+    (log g - log min_depth) / (log max_depth - log min_depth) with g the optical depth where the ray
+    reaches ego z = 0 clamped to [min_depth, max_depth], and 1 where the ray descends to the ground.
+    """
+    (height, width), (h, w) = input_size, map_size
+    device = intrinsics.device
+    v = (torch.arange(h, device=device, dtype=torch.float32) + 0.5) * (height / h)
+    u = (torch.arange(w, device=device, dtype=torch.float32) + 0.5) * (width / w)
+    pixels = torch.stack([*torch.meshgrid(u, v, indexing="xy"), torch.ones(h, w, device=device)], -1)  # (h, w, 3)
+    k_inv = torch.linalg.inv(pixel_to_input_matrix(intrinsics.float(), img_aug.float()))  # (M, 3, 3)
+    # z row of (cam2ego rotation @ K^-1): ego height change per metre of optical depth, per pixel
+    dz_row = (cam2ego[:, 2:3, :3].float() @ k_inv)[:, 0]  # (M, 3)
+    dz = torch.einsum("hwc,mc->mhw", pixels, dz_row)
+    height_above = cam2ego[:, 2, 3].float()[:, None, None]
+    descends = (dz < -1e-6) & (height_above > 0)
+    ground = torch.where(descends, height_above / (-dz).clamp(min=1e-6), torch.full_like(dz, max_depth))
+    log_range = math.log(max_depth) - math.log(min_depth)
+    log_ground = (ground.clamp(min_depth, max_depth).log() - math.log(min_depth)) / log_range
+    return torch.stack([dz, log_ground, descends.float()], dim=1)
+
+
+def _conv_block(in_channels: int, out_channels: int) -> nn.Module:
+    return nn.Sequential(nn.Conv2d(in_channels, out_channels, 3, padding=1), nn.GELU())
+
+
+class DepthHead(nn.Module):
+    """Neck maps -> metric depth (see the module docstring).
+
+    Call: `head(maps, intrinsics, cam2ego, img_aug, input_size) -> (M, H, W)` m in
+    [min_depth, max_depth]; maps: the neck's levels, finest first, each (M, in_channels, h_l, w_l)
+    (M = B * N views); intrinsics, img_aug (M, 3, 3); cam2ego (M, 4, 4); input_size (H, W).
+    """
+
+    def __init__(self, in_channels: int, hidden: int, levels: int, max_depth: float,
+                 min_depth: float = MIN_DEPTH) -> None:
+        super().__init__()
+        if hidden <= 0 or levels <= 0 or not 0 < min_depth < max_depth:
+            raise ValueError(
+                f"DepthHead: need hidden > 0, levels > 0 and 0 < min_depth < max_depth, got {hidden}, {levels}, "
+                f"{min_depth}, {max_depth}"
+            )
+        self.min_depth, self.max_depth = float(min_depth), float(max_depth)
+        self.lateral = nn.ModuleList(nn.Conv2d(in_channels, hidden, 1) for _ in range(levels))
+        self.fuse = nn.ModuleList(_conv_block(hidden, hidden) for _ in range(levels - 1))
+        self.out = nn.Sequential(_conv_block(hidden + RAY_CHANNELS, hidden), nn.Conv2d(hidden, 1, 1))
+        with torch.no_grad():  # start at INITIAL_DEPTH: the logit whose depth it is
+            start = (math.log(INITIAL_DEPTH) - math.log(min_depth)) / (math.log(max_depth) - math.log(min_depth))
+            self.out[-1].bias.fill_(math.log(start / (1 - start)))
+
+    def forward(
+        self, maps: list[torch.Tensor], intrinsics: torch.Tensor, cam2ego: torch.Tensor, img_aug: torch.Tensor,
+        input_size: tuple[int, int],
+    ) -> torch.Tensor:
+        if len(maps) != len(self.lateral):
+            raise ValueError(f"DepthHead: expected {len(self.lateral)} neck maps, got {len(maps)}")
+        x = self.lateral[-1](maps[-1])
+        for level in range(len(maps) - 2, -1, -1):
+            up = F.interpolate(x, size=maps[level].shape[-2:], mode="bilinear", align_corners=False)
+            x = self.fuse[level](self.lateral[level](maps[level]) + up)
+        rays = ray_channels(intrinsics, cam2ego, img_aug, tuple(input_size), tuple(x.shape[-2:]), self.min_depth,
+                            self.max_depth)
+        logit = self.out(torch.cat([x, rays.to(x.dtype)], dim=1))
+        logit = F.interpolate(logit.float(), size=tuple(input_size), mode="bilinear", align_corners=False)[:, 0]
+        log_min, log_max = math.log(self.min_depth), math.log(self.max_depth)
+        return torch.exp(log_min + torch.sigmoid(logit) * (log_max - log_min))
