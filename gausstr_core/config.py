@@ -53,6 +53,8 @@ class ModelConfig:
     segment_hidden: int = 512  # hidden width of the segmentation MLP (authors: 4 x segment_in_dims)
     deterministic_refs: bool = True  # eval mode: seeded stratified reference points (else random, as the authors)
     ref_seed: int = 0  # seed of the deterministic reference points
+    depth_head: bool = False  # metric-depth head on the neck (model/depth_head.py), trained from the depth provider
+    depth_head_dims: int = 64  # hidden channels of the depth head
 
 
 @dataclass
@@ -106,11 +108,11 @@ class InferenceConfig:
     chunk_size: int = 1 << 22  # voxeliser: (voxel, Gaussian) evaluations per chunk, ~16 bytes each
 
 
-@dataclass
-class TrainConfig:
 AMP_MODES = ("fp16", "bf16", "off")
 
 
+@dataclass
+class TrainConfig:
     """Optimisation and self-supervised losses."""
 
     lr: float = 2e-4
@@ -129,6 +131,7 @@ AMP_MODES = ("fp16", "bf16", "off")
     depth_loss_weight: float = 1.0
     depth_l1_weight: float = 0.2
     segment_loss_weight: float = 1.0
+    depth_head_weight: float = 1.0  # depth head loss (silog + depth_l1_weight * l1 against the depth maps)
     far_depth: float = 51.2  # target depth >= this is replaced by far_target
     far_target: float = 1e-3
     render_near: float = 0.1
@@ -139,15 +142,15 @@ AMP_MODES = ("fp16", "bf16", "off")
     seed: int = 0
     work_dir: str = "work_dirs/gausstr"
 
-
-@dataclass
-class Config:
     def __post_init__(self) -> None:
         if isinstance(self.amp, bool):
             self.amp = "bf16" if self.amp else "off"
         if self.amp not in AMP_MODES:
             raise ValueError(f"config: train.amp must be one of {list(AMP_MODES)} (or true / false), got {self.amp!r}")
 
+
+@dataclass
+class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     grid: GridConfig = field(default_factory=GridConfig)

@@ -106,6 +106,7 @@ def gausstr_losses(
     segmentation: torch.Tensor | None = None,
     segment_head: Callable[[torch.Tensor, int], torch.Tensor] | None = None,
     render_fn: Callable[..., RenderOutput] = render_gaussians,
+    head_depths: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Total loss of all decoder layers (equal weights, summed) and the detached terms to log.
 
@@ -115,9 +116,13 @@ def gausstr_losses(
     segmentation: optional (B, N, H, W) int64 labels (0 = ignore), needs segment_head(features,
     layer) mapping channel-last rendered features (B, N, H, W, q) of decoder layer `layer` to
     (B, N, H, W, classes) logits (as `gausstr_core.model` SegmentHead).
+    head_depths: optional (B, N, H, W) m of the model's depth head, trained towards target_depths
+    clamped to far_depth (sky and beyond: the far end of the range, not transparency) by the same
+    silog + depth_l1_weight * l1 rule, weighted by depth_head_weight.
     The PCA basis comes from the target features once and is shared by all layers.
     Terms: 'layer{i}/{feature,depth_silog,depth_l1,segment,total}' and the sums over layers
-    without the prefix; 'total' is the weighted loss that is returned.
+    without the prefix, 'depth_head/{silog,l1}' with a depth head; 'total' is the weighted loss
+    that is returned.
     """
     if not layers:
         raise ValueError("gausstr_losses: no decoder layers given")
@@ -153,4 +158,11 @@ def gausstr_losses(
         for name, value in layer.items():
             terms[f"layer{index}/{name}"] = value.detach()
             terms[name] = terms.get(name, 0.0) + value.detach()
-    return torch.stack(layer_totals).sum(), terms
+    total = torch.stack(layer_totals).sum()
+    if head_depths is not None:
+        head_target = target_depths.clamp(max=cfg.far_depth)
+        silog, l1 = depth_loss(head_depths, head_target, far_depth=float("inf"))
+        total = total + cfg.depth_head_weight * (silog + cfg.depth_l1_weight * l1)
+        terms["depth_head/silog"], terms["depth_head/l1"] = silog.detach(), l1.detach()
+    terms["total"] = total.detach()
+    return total, terms

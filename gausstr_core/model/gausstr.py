@@ -8,6 +8,7 @@ from torch import nn
 from gausstr_core.config import ModelConfig
 from gausstr_core.gaussians import Gaussians
 from gausstr_core.model.decoder import SELF_ATTN_SCOPES, DecoderLayer
+from gausstr_core.model.depth_head import DepthHead
 from gausstr_core.model.gaussian_head import GaussianHead, SegmentHead, sample_depth, uv_to_ego
 from gausstr_core.model.layers import MLP, inverse_sigmoid, sine_encoding
 from gausstr_core.model.neck import SimpleFeaturePyramid
@@ -21,7 +22,11 @@ class GaussTR(nn.Module):
 
     Call: `model(features, depths, intrinsics, cam2ego, img_aug, ref_points=None) -> list[Gaussians]`,
     one Gaussians per decoder layer, the last is the final prediction. Each holds B x (N*Q)
-    Gaussians, view-major (the Q Gaussians of view 0 first).
+    Gaussians, view-major (the Q Gaussians of view 0 first). The stages are public too:
+    `encode` (neck), `predict_depth` (the optional depth head, `cfg.depth_head`) and `decode`.
+
+    Depth head: with depths=None the Gaussians sample the head's depth (no depth network needed);
+    return_depth=True also returns the head's depth (B, N, H, W), m, for its training loss.
 
     Reference points: given ones are used as they are; otherwise `sample_reference_points` draws
     them, uniformly at random in training (every forward, as the authors), and in eval mode either
@@ -35,6 +40,11 @@ class GaussTR(nn.Module):
         self.cfg = cfg
         d = cfg.embed_dims
         self.neck = SimpleFeaturePyramid(cfg.feature_dim, d)
+        self.depth_head = (
+            DepthHead(d, cfg.depth_head_dims, len(SimpleFeaturePyramid.FACTORS), cfg.depth_max)
+            if cfg.depth_head
+            else None
+        )
         self.query_embed = nn.Embedding(cfg.num_queries, d)
         self.pos_mlp = MLP(d, d, d)  # sine encoding of the 2D reference point -> query position
         self.layers = nn.ModuleList(
@@ -77,19 +87,60 @@ class GaussTR(nn.Module):
         return random_reference_points(batch, views, q, generator, device)
 
     def forward(
-        self, features: torch.Tensor, depths: torch.Tensor, intrinsics: torch.Tensor, cam2ego: torch.Tensor,
-        img_aug: torch.Tensor, *, ref_points: torch.Tensor | None = None,
-    ) -> list[Gaussians]:
+        self, features: torch.Tensor, depths: torch.Tensor | None, intrinsics: torch.Tensor, cam2ego: torch.Tensor,
+        img_aug: torch.Tensor, *, ref_points: torch.Tensor | None = None, input_size: tuple[int, int] | None = None,
+        return_depth: bool = False,
+    ) -> list[Gaussians] | tuple[list[Gaussians], torch.Tensor]:
         """features (B, N, C, h, w) foundation features; depths (B, N, H, W) metric depth at network-input
-        size (H, W), m; intrinsics (B, N, 3, 3) original-pixel K; cam2ego (B, N, 4, 4); img_aug
-        (B, N, 3, 3) original -> input pixels; ref_points (B, N, Q, 2) in [0, 1] or None.
-        Returns one Gaussians (B, N*Q, ...) per decoder layer."""
-        b, n = self._check_inputs(features, depths, intrinsics, cam2ego, img_aug, ref_points)
+        size (H, W), m, or None (the depth head's, at input_size, default (h, w) x patch_size);
+        intrinsics (B, N, 3, 3) original-pixel K; cam2ego (B, N, 4, 4); img_aug (B, N, 3, 3)
+        original -> input pixels; ref_points (B, N, Q, 2) in [0, 1] or None.
+        Returns one Gaussians (B, N*Q, ...) per decoder layer; with return_depth, also the depth
+        head's (B, N, H, W) depth, m."""
+        self.check_inputs(features, depths, intrinsics, cam2ego, img_aug, ref_points)
+        if return_depth and self.depth_head is None:
+            raise ValueError("GaussTR: return_depth needs the depth head (model.depth_head: true)")
+        if depths is not None:
+            input_size = tuple(depths.shape[-2:])
+        elif input_size is None:
+            input_size = (features.shape[-2] * self.cfg.patch_size, features.shape[-1] * self.cfg.patch_size)
+        value_maps = self.encode(features)
+        head_depths = None
+        if depths is None or return_depth:
+            head_depths = self.predict_depth(value_maps, intrinsics, cam2ego, img_aug, input_size)
+        layers = self.decode(value_maps, head_depths if depths is None else depths, intrinsics, cam2ego, img_aug,
+                             ref_points)
+        return (layers, head_depths) if return_depth else layers
+
+    def encode(self, features: torch.Tensor) -> list[torch.Tensor]:
+        """Neck: features (B, N, C, h, w) -> the value maps, one (B*N, D, h*s, w*s) per scale s
+        (SimpleFeaturePyramid.FACTORS, finest first), channels-last."""
+        return [m.contiguous(memory_format=torch.channels_last) for m in self.neck(features.flatten(0, 1))]
+
+    def predict_depth(
+        self, value_maps: list[torch.Tensor], intrinsics: torch.Tensor, cam2ego: torch.Tensor, img_aug: torch.Tensor,
+        input_size: tuple[int, int],
+    ) -> torch.Tensor:
+        """Depth head: encode's maps of B x N views -> (B, N, H, W) metric depth at input_size (H, W), m,
+        in [depth_head.MIN_DEPTH, cfg.depth_max]; intrinsics, img_aug (B, N, 3, 3); cam2ego (B, N, 4, 4)."""
+        if self.depth_head is None:
+            raise ValueError("GaussTR: this model has no depth head (model.depth_head: false); give depth maps")
+        b, n = intrinsics.shape[:2]
+        depths = self.depth_head(value_maps, intrinsics.flatten(0, 1), cam2ego.flatten(0, 1), img_aug.flatten(0, 1),
+                                 input_size)
+        return depths.unflatten(0, (b, n))
+
+    def decode(
+        self, value_maps: list[torch.Tensor], depths: torch.Tensor, intrinsics: torch.Tensor, cam2ego: torch.Tensor,
+        img_aug: torch.Tensor, ref_points: torch.Tensor | None = None,
+    ) -> list[Gaussians]:
+        """Decoder and Gaussian heads: encode's maps, depths (B, N, H, W) m and the cameras (as forward)
+        -> one Gaussians (B, N*Q, ...) per decoder layer."""
+        b, n = depths.shape[:2]
         if ref_points is None:
             deterministic = not self.training and self.cfg.deterministic_refs
-            ref_points = self.sample_reference_points(b, n, deterministic=deterministic, device=features.device)
+            ref_points = self.sample_reference_points(b, n, deterministic=deterministic, device=depths.device)
         q, d = self.cfg.num_queries, self.cfg.embed_dims
-        value_maps = [m.contiguous(memory_format=torch.channels_last) for m in self.neck(features.flatten(0, 1))]
         depths = depths.clamp(max=self.cfg.depth_max)
         ref = ref_points.reshape(b * n, q, 2).float()
         query = self.query_embed.weight[None].expand(b * n, q, d)
@@ -119,14 +170,23 @@ class GaussTR(nn.Module):
         enc = sine_encoding(means / self.cfg.depth_max, self._scene_pos_feats)
         return self.scene_pos_mlp(enc.flatten(0, 1))
 
-    def _check_inputs(self, features, depths, intrinsics, cam2ego, img_aug, ref_points) -> tuple[int, int]:
+    def check_inputs(
+        self, features: torch.Tensor, depths: torch.Tensor | None, intrinsics: torch.Tensor, cam2ego: torch.Tensor,
+        img_aug: torch.Tensor, ref_points: torch.Tensor | None = None,
+    ) -> tuple[int, int]:
+        """ValueError naming the first input of forward with a wrong shape (depths None: needs the
+        depth head); returns (B, N)."""
         if features.dim() != 5:
             raise ValueError(f"GaussTR: features must be (B, N, C, h, w), got shape {tuple(features.shape)}")
         b, n, c = features.shape[:3]
         if c != self.cfg.feature_dim:
             raise ValueError(f"GaussTR: features have {c} channels, model.feature_dim is {self.cfg.feature_dim}")
-        expected = {"depths": (depths, (b, n, None, None)), "intrinsics": (intrinsics, (b, n, 3, 3)),
-                    "cam2ego": (cam2ego, (b, n, 4, 4)), "img_aug": (img_aug, (b, n, 3, 3))}
+        if depths is None and self.depth_head is None:
+            raise ValueError("GaussTR: depths are None and the model has no depth head (model.depth_head: false)")
+        expected = {"intrinsics": (intrinsics, (b, n, 3, 3)), "cam2ego": (cam2ego, (b, n, 4, 4)),
+                    "img_aug": (img_aug, (b, n, 3, 3))}
+        if depths is not None:
+            expected["depths"] = (depths, (b, n, None, None))
         if ref_points is not None:
             expected["ref_points"] = (ref_points, (b, n, self.cfg.num_queries, 2))
         for name, (tensor, shape) in expected.items():
@@ -150,7 +210,7 @@ def _check_config(cfg: ModelConfig) -> None:
         problems.append(f"embed_dims {cfg.embed_dims} must be even and divisible by num_heads {cfg.num_heads}")
     if cfg.feature_dim % 4:
         problems.append(f"feature_dim must be divisible by 4, got {cfg.feature_dim}")
-    for name in ("num_queries", "num_layers", "num_heads", "num_points", "ffn_dims", "mlp_hidden"):
+    for name in ("num_queries", "num_layers", "num_heads", "num_points", "ffn_dims", "mlp_hidden", "depth_head_dims"):
         if getattr(cfg, name) <= 0:
             problems.append(f"{name} must be positive, got {getattr(cfg, name)}")
     if problems:

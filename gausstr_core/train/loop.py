@@ -199,7 +199,9 @@ class _Trainer:
             raise ValueError(f"batch {batch.tokens}: training needs feature maps and depth maps")
         net = self.ddp or self.model
         with torch.autocast(self.info.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
-            layers = net(features, batch.depths, batch.intrinsics, batch.cam2ego, batch.img_aug)
+            with_head = self.model.depth_head is not None  # it learns the depth maps the Gaussians sample
+            out = net(features, batch.depths, batch.intrinsics, batch.cam2ego, batch.img_aug, return_depth=with_head)
+            layers, head_depths = out if with_head else (out, None)
             total, terms = gausstr_losses(
                 layers,
                 features,
@@ -210,6 +212,7 @@ class _Trainer:
                 self.config.train,
                 segmentation=batch.segmentation if self.model.segment_head is not None else None,
                 segment_head=self.model.segment_head if batch.segmentation is not None else None,
+                head_depths=head_depths,
             )
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(total).backward()
