@@ -7,9 +7,10 @@
 
 Stages (`Prediction.timings`, ms): preprocess (resize to `data.input_size` with the dataset's
 ResizeCrop, so a dataset sample and the original images give the same network input), features
-(feature provider, unless given), depth (depth provider, unless given), model (GaussTR in eval
-mode, last decoder layer), voxelize (optional Gaussian filter + voxeliser), semantics (prompt
-probabilities, denoising, synonym merge, labels), total.
+(feature provider, unless given), depth (depth provider, or with `model_depth` the model's depth
+head, unless given), model (GaussTR in eval mode: neck and decoder, last decoder layer), voxelize
+(optional Gaussian filter + voxeliser), semantics (prompt probabilities, denoising, synonym merge,
+labels), total.
 Deterministic by default (`inference.deterministic`): the decoder's reference points come from a
 generator seeded with `inference.seed`, so identical views give identical labels.
 """
@@ -189,7 +190,8 @@ class OccupancyPredictor:
     use, on `device`) or None (then views must carry features / depths, and every vocabulary needs
     prototypes). vocabulary: Vocabulary or YAML path, None: config.inference.vocabulary (with
     config.inference.prototypes when set). prototypes: Prototypes or prototype-file path for that
-    vocabulary; None: encoded with the text encoder.
+    vocabulary; None: encoded with the text encoder. model_depth: views without depths take the
+    model's depth head instead of the depth provider (needs model.depth_head; settable later).
     """
 
     def __init__(
@@ -203,10 +205,12 @@ class OccupancyPredictor:
         text_encoder: TextEncoder | dict[str, Any] | None = None,
         vocabulary: Vocabulary | str | Path | None = None,
         prototypes: Prototypes | str | Path | None = None,
+        model_depth: bool = False,
     ) -> None:
         self.device = torch.device(device)
         self.model = model.to(self.device).eval()
         self.config = config
+        self.model_depth = model_depth
         self.grid = config.grid.build()
         self._feature_provider = _LazyProvider(
             feature_provider, build_feature_provider, self.device, lambda p: _check_feature_provider(p, config.model)
@@ -230,6 +234,7 @@ class OccupancyPredictor:
         feature_provider: FeatureProvider | dict[str, Any] | None = None,
         depth_provider: DepthProvider | dict[str, Any] | None = None,
         text_encoder: TextEncoder | dict[str, Any] | None = None,
+        model_depth: bool = False,
     ) -> OccupancyPredictor:
         """Predictor for a `save_checkpoint` file.
 
@@ -248,8 +253,25 @@ class OccupancyPredictor:
             text_encoder = dict(config.inference.text_encoder) or matching_text_encoder_spec(feature_provider)
         return cls(
             model, config, device=device, feature_provider=feature_provider, depth_provider=depth_provider,
-            text_encoder=text_encoder, vocabulary=vocabulary, prototypes=prototypes,
+            text_encoder=text_encoder, vocabulary=vocabulary, prototypes=prototypes, model_depth=model_depth,
         )
+
+    @property
+    def has_depth_head(self) -> bool:
+        """Whether the model predicts depth itself (model.depth_head)."""
+        return getattr(self.model, "depth_head", None) is not None
+
+    @property
+    def model_depth(self) -> bool:
+        """True: views without depths get the model's depth head, not the depth provider."""
+        return self._model_depth
+
+    @model_depth.setter
+    def model_depth(self, value: bool) -> None:
+        if value and not self.has_depth_head:
+            raise ValueError("model_depth needs a model with a depth head (model.depth_head: true in the checkpoint's "
+                             "config); this one has none: give depth maps or a depth provider")
+        self._model_depth = bool(value)
 
     @property
     def vocabulary(self) -> Vocabulary:
@@ -308,13 +330,19 @@ class OccupancyPredictor:
             if features is None:
                 with self._timed(timings, "features"):
                     features = self._run_feature_provider(inputs.images)
-            if depths is None:
+            if depths is None and not self.model_depth:
                 with self._timed(timings, "depth"):
                     depths = self._run_depth_provider(inputs)
+            cameras = (inputs.intrinsics[None], inputs.cam2ego[None], inputs.img_aug[None])
             with self._timed(timings, "model"):
-                gaussians = self.model(
-                    features[None], depths[None], inputs.intrinsics[None], inputs.cam2ego[None], inputs.img_aug[None],
-                    ref_points=self._reference_points(features.shape[0]),
+                self.model.check_inputs(features[None], None if depths is None else depths[None], *cameras)
+                value_maps = self.model.encode(features[None])
+            if depths is None:
+                with self._timed(timings, "depth"):
+                    depths = self.model.predict_depth(value_maps, *cameras, tuple(self.config.data.input_size))[0]
+            with self._timed(timings, "model"):
+                gaussians = self.model.decode(
+                    value_maps, depths[None], *cameras, ref_points=self._reference_points(features.shape[0])
                 )[-1]
             with self._timed(timings, "voxelize"):
                 gaussians = self._filter(gaussians)

@@ -2,10 +2,10 @@
 
 Every sample goes through OccupancyPredictor.predict exactly as in the ROS node: the original
 JPEGs, original-pixel intrinsics, and the depth maps of the `data.depth_kind` cache (what the bag's
-depth topics carry) or the depth provider; features from the feature provider, or the
-`data.feature_kind` cache with `--features cache`. Labels map to Occ3D ids through the
-vocabulary's declared mapping and are scored against `<occ_root>/<scene>/<token>/labels.npz`
-inside mask_camera (or mask_lidar).
+depth topics carry), the depth provider or the model's own depth head (`--depth model`); features
+from the feature provider, or the `data.feature_kind` cache with `--features cache`. Labels map to
+Occ3D ids through the vocabulary's declared mapping and are scored against
+`<occ_root>/<scene>/<token>/labels.npz` inside mask_camera (or mask_lidar).
 
     gausstr-eval model.pth --data /data/synth --split val --limit 20 --json metrics.json
 """
@@ -28,6 +28,7 @@ from gausstr_core.predict import STAGES, OccupancyPredictor
 from gausstr_core.prediction_io import load_sample_views, save_prediction
 
 MASKS = ("camera", "lidar", "none")
+DEPTH_SOURCES = ("cache", "provider", "model")
 
 
 @dataclass
@@ -89,8 +90,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--mask", choices=MASKS, default="camera", help="voxels scored (default: camera)")
     parser.add_argument("--features", choices=("online", "cache"), default="online",
                         help="feature provider on the images (as the node) or the prepared feature cache")
-    parser.add_argument("--depth", choices=("cache", "provider"), default="cache",
-                        help="depth maps from the data.depth_kind cache (as the bag) or the depth provider")
+    parser.add_argument("--depth", choices=DEPTH_SOURCES, default="cache",
+                        help="depth maps from the data.depth_kind cache (as the bag), the depth provider, or the "
+                        "model's depth head (checkpoints trained with model.depth_head)")
     parser.add_argument("--json", help="write metrics, tokens and mean stage timings to this JSON file")
     parser.add_argument("--dump-dir", help="write one prediction dump <token>.npz per sample here")
     parser.add_argument("--no-progress", action="store_true", help="no tqdm bar")
@@ -104,7 +106,8 @@ def main(argv: list[str] | None = None) -> int:
             raise ValueError(f"--limit must be >= 1, got {args.limit}")
         base = checkpoint_config(args.checkpoint)
         config = run_config(base, args.config, args.data, args.overrides)
-        predictor = OccupancyPredictor.from_checkpoint(args.checkpoint, args.device, config=config)
+        predictor = OccupancyPredictor.from_checkpoint(args.checkpoint, args.device, config=config,
+                                                       model_depth=args.depth == "model")
         result = evaluate(
             predictor, args.split or config.data.val_split, limit=args.limit, mask=args.mask,
             cached_features=args.features == "cache", cached_depth=args.depth == "cache",
