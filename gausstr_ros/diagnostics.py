@@ -49,6 +49,7 @@ class InputHealth:
         self._recent = recent_s
         self._clock = clock
         self._arrivals: dict[str, deque[float]] = {c: deque() for c in self.cameras}
+        self._ever: set[str] = set()
         self._problems: dict[tuple[str, str], _Problem] = {}
         self._latencies: deque[tuple[float, float]] = deque(maxlen=50)  # (pipeline, processing) ms
         self.outputs = 0
@@ -58,6 +59,7 @@ class InputHealth:
         now = self._clock()
         arrivals = self._arrivals[camera]
         arrivals.append(now)
+        self._ever.add(camera)
         while arrivals and arrivals[0] < now - self._window:
             arrivals.popleft()
 
@@ -67,6 +69,10 @@ class InputHealth:
         if len(recent) < 2:
             return 0.0
         return (len(recent) - 1) / max(recent[-1] - recent[0], 1e-9)
+
+    def ever_received(self, camera: str) -> bool:
+        """Whether any image of `camera` arrived since this InputHealth was made."""
+        return camera in self._ever
 
     def stale_cameras(self) -> list[str]:
         """Cameras without an image for more than stale_after_s (or never)."""

@@ -53,6 +53,14 @@ class LatestOnlyWorker:
             self._cond.notify()
         return replaced
 
+    def discard(self) -> bool:
+        """Drop a waiting item (counted in stats.dropped); True if there was one. A running handler goes on."""
+        with self._cond:
+            had, self._slot, self._has_item = self._has_item, None, False
+            self.stats.dropped += int(had)
+            self._cond.notify_all()
+        return had
+
     def wait_idle(self, timeout_s: float) -> bool:
         """Block until nothing is waiting or running (True), or timeout_s passes (False)."""
         with self._cond:

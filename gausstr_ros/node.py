@@ -1,9 +1,12 @@
 """`occupancy_node`: the GaussTR lifecycle node (cameras -> semantic occupancy, Gaussians, markers).
 
-Lifecycle: configure loads the checkpoint (OccupancyPredictor; a missing or corrupt checkpoint
-fails the transition with the reason logged); activate creates publishers, subscriptions and the
-inference thread; deactivate removes them (and frees cached GPU memory); cleanup drops the model.
-With `autostart` the node configures and activates itself on start.
+Lifecycle (the ROS 2 convention): configure loads the checkpoint (OccupancyPredictor; a missing
+or corrupt checkpoint fails the transition with the reason logged), resolves depth_source (auto:
+the checkpoint's depth provider if it has one, else the depth topics; logged) and creates the
+lifecycle publishers, silent until activation; activate creates subscriptions and the inference
+thread; deactivate removes them (and frees cached GPU memory); cleanup drops the model and the
+publishers. With `autostart` the node configures and activates itself on start. SIGINT and SIGTERM
+end it in any state with exit code 0 (gausstr_ros.shutdown), after the inference in flight.
 
 Inputs (relative names, remapped by launch/occupancy.launch.py), per camera in model order:
   ~/input/<camera>/image        sensor_msgs/Image or CompressedImage (image_transport), sensor-data QoS
@@ -20,10 +23,17 @@ Outputs, frame base_frame, stamped with the first camera's image stamp: ~/occupa
 ~/debug/processing_time_ms (set taken by the worker -> published) and
 ~/debug/pipeline_latency_ms (first message of the set received -> published), std_msgs/Float64.
 
-Bad input (corrupt or empty images, wrong encodings, invalid CameraInfo, missing transforms,
-out-of-order stamps, stale cameras) is skipped with a throttled warning and counted in
-/diagnostics; the node keeps running. Parameters: config/occupancy.yaml; the vocabulary and
-output options change at run time (new prototypes, no model reload).
+Time: stamps more than max_future_s ahead of the node's clock are dropped; a jump back of the
+clock (/clock under sim time, e.g. a looping bag) or of every camera's stamps together by more
+than time_jump_tolerance_s resets the synchroniser, the dynamic transforms and the waiting set
+(logged once per jump); one stale image alone is only dropped (gausstr_ros.stamp_guard).
+
+Bad input (corrupt, empty, oversized or undecodable images, wrong encodings, invalid CameraInfo,
+missing or looping transforms, out-of-order or future stamps, stale or missing cameras) is
+skipped with a throttled warning and counted in /diagnostics; the node keeps running. Cameras
+that never publish are named in the log and in /diagnostics ("waiting for camera X").
+Parameters: config/occupancy.yaml; the vocabulary and output options change at run time (new
+prototypes, no model reload).
 """
 
 from __future__ import annotations
@@ -62,15 +72,20 @@ from gausstr_ros.node_params import (
     declare_node_parameters,
     parse_vocabulary_prompts,
     read_settings,
+    resolve_depth_source,
 )
 from gausstr_ros.qos import OUTPUT_QOS, SENSOR_QOS, TF_QOS, TF_STATIC_QOS
+from gausstr_ros.shutdown import StopSignals, init_ros
+from gausstr_ros.stamp_guard import StampGuard, Verdict
 from gausstr_ros.stamps import make_header, stamp_to_ns
 from gausstr_ros.sync import ApproximateTimeSync, SyncedSet
-from gausstr_ros.tf_buffer import TransformBuffer
+from gausstr_ros.tf_buffer import TransformBuffer, TransformError
 
 NODE_NAME = "gausstr_occupancy"
 DIAGNOSTICS_PERIOD_S = 1.0
 CALIBRATION_GRACE_S = 2.0  # missing calibration is logged as a warning after this long
+CAMERA_GRACE_S = 5.0  # cameras without any image are logged as warnings this long after activation (discovery)
+RESET_QUIET_S = 1.0  # time resets closer together than this are one jump (logged once)
 
 
 class OccupancyNode(LifecycleNode):
@@ -83,11 +98,14 @@ class OccupancyNode(LifecycleNode):
         self.predictor: OccupancyPredictor | None = None
         self.settings: NodeSettings | None = None
         self._stream_subscriptions: list[Any] = []  # of the active state
-        self._stream_publishers: list[Any] = []
+        self._image_topics: list[str] = []  # resolved image topic per camera (active state)
+        self._lifecycle_publishers: list[Any] = []  # of the configured states
         self._diag_timer = None
         self._outputs: dict[str, Any] = {}
         self._worker: LatestOnlyWorker | None = None
         self._sync: ApproximateTimeSync | None = None
+        self._guard: StampGuard | None = None
+        self._decode_device = torch.device("cpu")
         self._calibration_lock = threading.Lock()  # guards calibration and the waiting state
 
     # --- lifecycle ---
@@ -114,19 +132,39 @@ class OccupancyNode(LifecycleNode):
         except Exception as err:  # noqa: BLE001 -- any loading failure fails the transition, with its reason
             self.get_logger().error(f"configure failed: cannot load checkpoint {settings.checkpoint!r}: {err}")
             return TransitionCallbackReturn.FAILURE
-        if settings.depth_source == "provider" and not predictor.config.data.depth_provider:
-            self.get_logger().error(
-                f"configure failed: depth_source is 'provider' but checkpoint {settings.checkpoint!r} configures no "
-                "depth provider (data.depth_provider); publish depth images and set depth_source:=topic")
+        try:
+            depth_source, why = resolve_depth_source(settings.depth_source, bool(predictor.config.data.depth_provider))
+        except ValueError as err:
+            self.get_logger().error(f"configure failed: checkpoint {settings.checkpoint!r}: {err}")
             return TransitionCallbackReturn.FAILURE
-        self.settings, self.predictor = settings, predictor
+        self.settings, self.predictor = dataclasses.replace(settings, depth_source=depth_source), predictor
+        gpu = predictor.device.type == "cuda" and settings.gpu_preprocess
+        self._decode_device = predictor.device if gpu else torch.device("cpu")
         self._reset_inputs()
+        self._create_publishers()
         height, width = predictor.config.data.input_size
         self.get_logger().info(
             f"configured: {settings.checkpoint} on {predictor.device}, input {width}x{height}, "
             f"cameras {list(settings.cameras)}, vocabulary {predictor.vocabulary.name!r} "
-            f"({len(predictor.vocabulary.classes)} classes), depth from {settings.depth_source}")
+            f"({len(predictor.vocabulary.classes)} classes, text prototypes: {predictor.prototypes_source}), "
+            f"depth from {depth_source} ({why}), "
+            f"decode and resize on {self._decode_device.type}")
         return TransitionCallbackReturn.SUCCESS
+
+    def _create_publishers(self) -> None:
+        """Lifecycle publishers (enabled by activation, silent while inactive)."""
+        self._outputs = {key: self.create_lifecycle_publisher(t, f"~/{key}", OUTPUT_QOS)
+                         for key, t in OUTPUT_TYPES.items()}
+        self._diag_pub = self.create_lifecycle_publisher(DiagnosticArray, "/diagnostics", OUTPUT_QOS)
+        self._processing_pub = self.create_lifecycle_publisher(Float64, "~/debug/processing_time_ms", OUTPUT_QOS)
+        self._latency_pub = self.create_lifecycle_publisher(Float64, "~/debug/pipeline_latency_ms", OUTPUT_QOS)
+        self._lifecycle_publishers = [*self._outputs.values(), self._diag_pub, self._processing_pub,
+                                      self._latency_pub]
+
+    def _destroy_publishers(self) -> None:
+        for pub in self._lifecycle_publishers:
+            self.destroy_lifecycle_publisher(pub)
+        self._lifecycle_publishers, self._outputs = [], {}
 
     def on_activate(self, state: State) -> TransitionCallbackReturn:
         s = self.settings
@@ -138,16 +176,14 @@ class OccupancyNode(LifecycleNode):
         streams, slop_ns = len(cameras) * (2 if depth_topics else 1), int(s.sync_slop_s * 1e9)
         self._sync = ApproximateTimeSync(streams, self._on_synced_set, queue_size=s.queue_size,
                                          max_interval_ns=slop_ns, inter_message_lower_bounds_ns=[slop_ns] * streams)
+        self._guard = StampGuard(streams, int(s.max_future_s * 1e9), int(s.time_jump_tolerance_s * 1e9))
         self._worker = LatestOnlyWorker(self._process, self._on_worker_error, name="gausstr_inference")
-        self._outputs = {key: self.create_publisher(t, f"~/{key}", OUTPUT_QOS) for key, t in OUTPUT_TYPES.items()}
-        self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", OUTPUT_QOS)
-        self._processing_pub = self.create_publisher(Float64, "~/debug/processing_time_ms", OUTPUT_QOS)
-        self._latency_pub = self.create_publisher(Float64, "~/debug/pipeline_latency_ms", OUTPUT_QOS)
         image_type = CompressedImage if s.image_transport == "compressed" else Image
         subs = []
         for i, camera in enumerate(cameras):
             subs.append(self.create_subscription(
                 image_type, f"~/input/{camera}/image", lambda m, i=i: self._on_stream(i, m), SENSOR_QOS))
+            self._image_topics.append(subs[-1].topic_name)
             subs.append(self.create_subscription(
                 CameraInfo, f"~/input/{camera}/camera_info", lambda m, i=i: self._on_camera_info(i, m), SENSOR_QOS))
             if depth_topics:
@@ -158,7 +194,7 @@ class OccupancyNode(LifecycleNode):
         subs.append(self.create_subscription(TFMessage, "/tf_static", lambda m: self._on_tf(m, True), TF_STATIC_QOS))
         self._diag_timer = self.create_timer(DIAGNOSTICS_PERIOD_S, self._publish_diagnostics)
         self._stream_subscriptions = subs
-        self._stream_publishers = [*self._outputs.values(), self._diag_pub, self._processing_pub, self._latency_pub]
+        self._activated_at = time.monotonic()
         self.get_logger().info(f"active: waiting for {len(cameras)} camera streams"
                                f"{' with depth' if depth_topics else ''}")
         return super().on_activate(state)
@@ -177,8 +213,9 @@ class OccupancyNode(LifecycleNode):
         return TransitionCallbackReturn.SUCCESS
 
     def release(self) -> None:
-        """Stop streaming and drop the model (GPU memory freed)."""
+        """Stop streaming, destroy the publishers and drop the model (GPU memory freed)."""
         self._stop_streams()
+        self._destroy_publishers()
         self.predictor = None
         _free_gpu_memory()
 
@@ -188,17 +225,15 @@ class OccupancyNode(LifecycleNode):
             self._worker = None
         for sub in self._stream_subscriptions:
             self.destroy_subscription(sub)
-        for pub in self._stream_publishers:
-            self.destroy_publisher(pub)
         if self._diag_timer is not None:
             self.destroy_timer(self._diag_timer)
-        self._stream_subscriptions, self._stream_publishers, self._diag_timer = [], [], None
-        self._outputs, self._sync = {}, None
+        self._stream_subscriptions, self._image_topics, self._diag_timer = [], [], None
+        self._sync = self._guard = None
         _free_gpu_memory()
 
     def _reset_inputs(self) -> None:
         cameras = self.settings.cameras
-        self._tf = TransformBuffer()
+        self._tf = TransformBuffer(cache_time_s=self.settings.tf_cache_time_s)
         self._intrinsics: list[CameraIntrinsics | None] = [None] * len(cameras)
         self._health = InputHealth(cameras)
         self._marker_state = MarkerPublisherState()
@@ -208,23 +243,69 @@ class OccupancyNode(LifecycleNode):
         self._pending: FrameSet | None = None  # newest set waiting for calibration
         self._timing_sums: dict[str, float] = {}  # stage -> summed ms over the processed sets
         self._timed_sets = 0
+        self._time_resets = 0
+        self._last_reset: float | None = None  # monotonic s
+        self._activated_at = time.monotonic()
 
     # --- input callbacks (executor thread) ---
 
     def _on_stream(self, index: int, msg: Image | CompressedImage) -> None:
         cameras = self.settings.cameras
-        camera = cameras[index % len(cameras)]
         if index < len(cameras):
-            self._health.received(camera)
-        sync = self._sync
-        if sync is None:
+            self._health.received(cameras[index])
+        if self._sync is None:
             return
+        now_ns = self._check_clock()
+        self._feed(index, stamp_to_ns(msg.header.stamp), (msg, time.monotonic()), now_ns)
+
+    def _check_clock(self) -> int:
+        """The node's clock now (ns); resets the time-dependent state when it jumped back."""
+        now_ns = self.get_clock().now().nanoseconds
+        if self._guard.clock(now_ns):
+            self._reset_time(f"the clock jumped back to {now_ns * 1e-9:.3f} s", now_ns)
+        return now_ns
+
+    def _feed(self, index: int, stamp_ns: int, item: tuple[Any, float], now_ns: int) -> None:
+        """One image or depth message through the stamp guard into the synchroniser (executor thread)."""
+        cameras, sync = self.settings.cameras, self._sync
+        camera, kind = cameras[index % len(cameras)], ("image" if index < len(cameras) else "depth")
+        check = self._guard.check(index, stamp_ns, now_ns, item)
+        if check.verdict is Verdict.FUTURE:
+            self._problem("future stamp", camera, f"{kind} stamp {stamp_ns * 1e-9:.3f} s is "
+                          f"{(stamp_ns - now_ns) * 1e-9:.1f} s ahead of the node's clock (more than max_future_s = "
+                          f"{self.settings.max_future_s} s): dropped")
+            return
+        if check.verdict is Verdict.JUMP:
+            self._reset_time(f"every camera's stamps jumped back (to {stamp_ns * 1e-9:.3f} s)", now_ns)
+            return
+        if check.verdict is Verdict.HELD:
+            return
+        if check.discarded is not None:
+            self._problem("out-of-order stamp", camera, f"{kind} stamp {check.discarded[0] * 1e-9:.3f} s jumped back "
+                          "on this camera alone (the others did not): dropped")
         before = sync.stats.out_of_order[index]
-        sync.add(index, stamp_to_ns(msg.header.stamp), (msg, time.monotonic()))
+        sync.add(index, stamp_ns, item)
         if sync.stats.out_of_order[index] > before:
-            kind = "image" if index < len(cameras) else "depth"
-            self._problem("out-of-order stamp", camera, f"{kind} stamp {stamp_to_ns(msg.header.stamp) * 1e-9:.3f} s "
+            self._problem("out-of-order stamp", camera, f"{kind} stamp {stamp_ns * 1e-9:.3f} s "
                           "is not newer than the previous one: dropped")
+
+    def _reset_time(self, reason: str, now_ns: int) -> None:
+        """Time went back: forget the synchroniser's queues, the dynamic transforms and the waiting set, then
+        replay the messages the guard held (executor thread)."""
+        held = self._guard.take_held()
+        self._sync.reset(counters=False)
+        self._tf.clear_dynamic()
+        self._worker.discard()
+        with self._calibration_lock:
+            self._pending = None
+        self._time_resets += 1
+        now = time.monotonic()
+        if self._last_reset is None or now - self._last_reset > RESET_QUIET_S:
+            self.get_logger().warning(f"time jumped back: {reason}; reset the camera synchroniser, the dynamic "
+                                      "transforms and the waiting camera set")
+        self._last_reset = now
+        for index, stamp_ns, item in held:
+            self._feed(index, stamp_ns, item, now_ns)
 
     def _on_camera_info(self, index: int, msg: CameraInfo) -> None:
         camera = self.settings.cameras[index]
@@ -239,6 +320,8 @@ class OccupancyNode(LifecycleNode):
         self._submit_pending()
 
     def _on_tf(self, msg: TFMessage, static: bool) -> None:
+        if self._guard is not None:
+            self._check_clock()
         try:
             self._tf.add_message(msg, static=static)
         except ValueError as err:
@@ -265,14 +348,15 @@ class OccupancyNode(LifecycleNode):
                 return
             missing = self._missing_calibration(frame_set.images)
             if missing:
-                summary = "; ".join(f"{camera}: {message}" for _, camera, message in missing)
+                summary = "; ".join(f"{camera}: {message}" for _, camera, message, _ in missing)
                 now = time.monotonic()
                 if self._waiting_since is None:
                     self._waiting_since = now
                     if not self._started:
                         self.get_logger().info(f"start deferred until the calibration is complete ({summary})")
-                for kind, camera, message in missing:  # warnings only once waiting is no longer start-up noise
-                    self._problem(kind, camera, message, log=now - self._waiting_since > CALIBRATION_GRACE_S)
+                for kind, camera, message, not_yet in missing:  # "not there yet": warned after the grace period
+                    self._problem(kind, camera, message,
+                                  log=not not_yet or now - self._waiting_since > CALIBRATION_GRACE_S)
                 self._waiting_for = summary
                 return
             if self._waiting_for is not None or not self._started:
@@ -283,16 +367,24 @@ class OccupancyNode(LifecycleNode):
         if worker is not None:
             worker.submit((frame_set, intrinsics))
 
-    def _missing_calibration(self, images: tuple[Image | CompressedImage, ...]) -> list[tuple[str, str, str]]:
-        """(kind, camera, message) of every missing CameraInfo and camera transform (under the lock)."""
+    def _missing_calibration(self, images: tuple[Image | CompressedImage, ...]) -> list[tuple[str, str, str, bool]]:
+        """(kind, camera, message, not there yet) of every missing CameraInfo and camera transform (under the
+        lock); transforms that exist but fail (loop, extrapolation) are not 'not there yet'."""
         base = self.settings.base_frame
         missing = []
         for camera, info, msg in zip(self.settings.cameras, self._intrinsics, images):
             if info is None:
-                missing.append(("camera_info", camera, "no valid CameraInfo received yet"))
-            frame = msg.header.frame_id or "<empty frame_id>"
-            if not msg.header.frame_id or not self._tf.can_transform(base, frame, stamp_to_ns(msg.header.stamp)):
-                missing.append(("tf", camera, f"no transform {base} <- {frame} yet"))
+                missing.append(("camera_info", camera, "no valid CameraInfo received yet", True))
+            frame = msg.header.frame_id
+            if not frame:
+                missing.append(("tf", camera, "image header.frame_id is empty: no transform can be looked up", False))
+                continue
+            try:
+                self._tf.lookup(base, frame, stamp_to_ns(msg.header.stamp))
+            except TransformError as err:
+                not_yet = err.kind == "missing frame"
+                missing.append(("tf", camera, f"no transform {base} <- {frame}{' yet' if not_yet else ''} ({err})",
+                                not_yet))
         return missing
 
     # --- inference (worker thread) ---
@@ -302,8 +394,10 @@ class OccupancyNode(LifecycleNode):
         settings, predictor = self.settings, self.predictor
         start = time.perf_counter()
         cam2base = camera_to_base(self._tf, settings.base_frame, settings.cameras, frame_set.images)
+        # Depth providers see the original images; otherwise the network input is made in the decoding threads.
         decoded = decode_views(frame_set, settings.cameras, intrinsics, cam2base,
-                               tuple(predictor.config.data.input_size), predictor.device)
+                               tuple(predictor.config.data.input_size), self._decode_device,
+                               max_pixels=settings.max_image_pixels, network_input=settings.depth_source != "provider")
         prediction = predictor.predict(decoded.views)
         built = time.perf_counter()
         header = make_header(settings.base_frame, frame_set.stamps_ns[0])
@@ -343,8 +437,16 @@ class OccupancyNode(LifecycleNode):
             for camera in stale:
                 self._problem("stale camera", camera, "no image for over 1 s while other cameras publish: "
                               "no camera set can be formed")
+        never = [i for i, camera in enumerate(self.settings.cameras) if not self._health.ever_received(camera)]
+        if never and time.monotonic() - self._activated_at > CAMERA_GRACE_S:
+            for i in never:
+                topic = self._image_topics[i]
+                self._problem("waiting for camera", self.settings.cameras[i],
+                              f"no image on {topic} yet ({self.count_publishers(topic)} publishers; check the "
+                              "'cameras' parameter and the topic remapping)")
         sync_stats, worker_stats = self._sync.stats, self._worker.stats
         sums, sets = dict(self._timing_sums), max(self._timed_sets, 1)  # snapshot (the worker adds to them)
+        waiting_cameras = [self.settings.cameras[i] for i in never] or (stale if self._started else [])
         pipeline = {
             "state": "running" if self._started else "waiting for calibration",
             "camera sets": sync_stats.sets,
@@ -353,10 +455,16 @@ class OccupancyNode(LifecycleNode):
             "sets failed": worker_stats.failed,
             "sync overflow drops": sum(sync_stats.dropped_overflow),
             "out-of-order drops": sum(sync_stats.out_of_order),
+            "time resets": self._time_resets,
             **{f"{stage} ms (mean)": f"{ms / sets:.1f}" for stage, ms in sums.items()},
         }
         waiting = self._waiting_for
-        problem = f"waiting for calibration: {waiting}" if waiting else ""
+        problems = [f"waiting for camera {camera}" for camera in waiting_cameras]
+        if waiting:
+            problems.append(f"waiting for calibration: {waiting}")
+        elif not self._started and not problems:
+            problems.append("waiting for the first complete camera set")
+        problem = "; ".join(problems)
         self._diag_pub.publish(self._health.diagnostics(self.get_name(), self.get_clock().now().to_msg(), pipeline,
                                                         problem))
 
@@ -390,15 +498,14 @@ class OccupancyNode(LifecycleNode):
     def _set_vocabulary(self, settings: NodeSettings) -> None:
         predictor = self.predictor
         choice = _vocabulary_choice(settings)
-        if choice is None:
-            inference = predictor.config.inference
-            predictor.set_vocabulary(inference.vocabulary, inference.prototypes or None)
+        if choice is None:  # the checkpoint's own vocabulary and prototypes (e.g. a converted authors' checkpoint)
+            predictor.reset_vocabulary()
         else:
             predictor.set_vocabulary(choice)
         vocabulary = predictor.vocabulary
         self._marker_state = MarkerPublisherState(previous_count=self._marker_state.previous_count)
         self.get_logger().info(f"vocabulary now {vocabulary.name!r}: {vocabulary.class_names} "
-                               f"(free: {vocabulary.free_class})")
+                               f"(free: {vocabulary.free_class}; text prototypes: {predictor.prototypes_source})")
 
 
 def _vocabulary_choice(settings: NodeSettings) -> Vocabulary | str | None:
@@ -423,23 +530,28 @@ def _free_gpu_memory() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Console entry point: `occupancy_node --ros-args -p checkpoint:=model.pth -r ...`."""
-    rclpy.init(args=argv if argv is not None else sys.argv)
-    node = OccupancyNode()
-    executor = SingleThreadedExecutor()
-    executor.add_node(node)
-    try:
-        if node.get_parameter("autostart").value and not node.autostart():
-            node.get_logger().error("autostart did not reach the active state; the node stays up (lifecycle "
-                                    "services: configure it again after fixing the parameters)")
-        executor.spin()
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        node.release()
-        executor.shutdown()
-        node.destroy_node()
-        rclpy.try_shutdown()
+    """Console entry point: `occupancy_node --ros-args -p checkpoint:=model.pth -r ...`; exit code 0 on
+    SIGINT / SIGTERM in any lifecycle state (gausstr_ros.shutdown)."""
+    with StopSignals() as stop:
+        init_ros(argv if argv is not None else sys.argv)
+        node = OccupancyNode()
+        executor = SingleThreadedExecutor()
+        executor.add_node(node)
+        try:
+            if node.get_parameter("autostart").value and not node.autostart():
+                node.get_logger().error("autostart did not reach the active state; the node stays up (lifecycle "
+                                        "services: configure it again after fixing the parameters)")
+            while not stop.is_set() and rclpy.ok():
+                executor.spin_once(timeout_sec=0.1)
+        except ExternalShutdownException:
+            pass
+        finally:
+            if stop.received:
+                node.get_logger().info(f"{stop.received[0]}: shutting down")
+            node.release()
+            executor.shutdown()
+            node.destroy_node()
+            rclpy.try_shutdown()
     return 0
 
 

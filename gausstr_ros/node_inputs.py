@@ -2,6 +2,12 @@
 
 Every failure raises InputError(kind, source, message): kind names the problem class reported in
 /diagnostics ("bad image", "bad depth", "camera_info", "tf"), source the camera.
+
+Network input made here (`network_input=True`): each camera's image is decoded and resized to the
+model's input in the decoding threads, with the predictor's own ResizeCrop plan: on the CPU in
+uint8 (torch's antialiased bilinear, within 1/255 of the float ResizeCrop of the full decode, at
+a fifth of its cost); on CUDA (nvjpeg decode) in float, as the predictor would. The Views then
+carry img_aug and input-size depths, so the predictor resizes nothing.
 """
 
 from __future__ import annotations
@@ -15,12 +21,20 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from sensor_msgs.msg import CompressedImage, Image
 
+from gausstr_core.data.augment import ResizeCrop, plan_resize_crop
 from gausstr_core.predict import Views
-from gausstr_ros.image_codec import CameraIntrinsics, ImageDecodeError, decode_depth_msg, decode_image_msg
+from gausstr_ros.image_codec import (
+    DEFAULT_MAX_IMAGE_PIXELS,
+    CameraIntrinsics,
+    ImageDecodeError,
+    decode_depth_msg,
+    decode_image_msg,
+)
 from gausstr_ros.stamps import stamp_to_ns
-from gausstr_ros.tf_buffer import TransformBuffer
+from gausstr_ros.tf_buffer import TransformBuffer, TransformError
 
 
 @functools.cache
@@ -67,9 +81,20 @@ def camera_to_base(
             raise InputError("bad image", camera, "image header.frame_id is empty: cannot look up its extrinsics")
         try:
             matrices.append(tf.lookup(base_frame, frame, stamp_to_ns(msg.header.stamp)))
-        except LookupError as err:
-            raise InputError("tf", camera, f"no transform {base_frame} <- {frame}: {err}") from err
+        except TransformError as err:
+            raise InputError("tf", camera, f"no transform {base_frame} <- {frame} ({err})") from err
     return np.stack(matrices)
+
+
+def resize_to_input(image: torch.Tensor, resize: ResizeCrop) -> torch.Tensor:
+    """(3, h, w) uint8 full frame at any resolution -> the network input (3, H, W): uint8 on the CPU
+    (antialiased bilinear in uint8), float in [0, 1] elsewhere (ResizeCrop.image / 255)."""
+    if image.device.type != "cpu":
+        return resize.image(image) / 255.0
+    (rh, rw), (top, left), (oh, ow) = resize.resized, resize.offset, resize.out_size
+    if tuple(image.shape[-2:]) != (rh, rw):
+        image = F.interpolate(image[None], size=(rh, rw), mode="bilinear", align_corners=False, antialias=True)[0]
+    return image[:, top : top + oh, left : left + ow].contiguous()
 
 
 def decode_views(
@@ -79,26 +104,30 @@ def decode_views(
     cam2base: np.ndarray,
     input_size: tuple[int, int],
     device: str | torch.device = "cpu",
+    max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
+    network_input: bool = False,
 ) -> DecodedViews:
-    """Decode the set's images (in parallel; JPEGs at the coarsest libjpeg scale covering input_size (H, W)) and
-    depths into Views: images (N, 3, h, w) uint8, intrinsics (N, 3, 3) CameraInfo pixels, cam2ego
-    (N, 4, 4) optical -> base frame, depths (N, h', w') m or None, image_size = CameraInfo (H, W)."""
+    """Decode the set's images (in parallel; JPEGs at the coarsest libjpeg scale covering input_size (H, W); each
+    checked against its CameraInfo size and max_pixels before decoding) and depths into Views: intrinsics
+    (N, 3, 3) CameraInfo pixels, cam2ego (N, 4, 4) optical -> base frame, image_size = CameraInfo (H, W), and
+    network_input False: images (N, 3, h, w) uint8 full frame, depths (N, h', w') m or None;
+    network_input True: images (N, 3, H, W) at input_size (uint8 on the CPU, float [0, 1] on CUDA), depths
+    (N, H, W) m or None, img_aug (N, 3, 3) original -> input pixels (see the module docstring)."""
     start = time.perf_counter()
     sizes = {(info.height, info.width) for info in intrinsics}
     if len(sizes) != 1:
         raise InputError("camera_info", ",".join(cameras),
                          f"cameras have different image sizes {sorted(sizes)}; the model needs one size")
     (height, width), = sizes
+    resize = plan_resize_crop((height, width), tuple(input_size)) if network_input else None
 
     def decode(camera: str, msg: Image | CompressedImage) -> torch.Tensor:
         try:
-            image = decode_image_msg(msg, min_size=input_size, device=device)
+            image = decode_image_msg(msg, min_size=input_size, device=device, expected_size=(height, width),
+                                     max_pixels=max_pixels)
         except ImageDecodeError as err:
             raise InputError("bad image", camera, str(err)) from err
-        h, w = image.shape[-2:]
-        if h > height or w > width or abs(h * width - w * height) > max(h, w) * 0.02 * max(height, width):
-            raise InputError("bad image", camera, f"image is {w}x{h} but its CameraInfo says {width}x{height}")
-        return image
+        return image if resize is None else resize_to_input(image, resize)
 
     images = list(_decode_pool().map(decode, cameras, frame_set.images))
     if len({tuple(i.shape) for i in images}) != 1:
@@ -115,11 +144,14 @@ def decode_views(
         if len({m.shape for m in maps}) != 1:
             raise InputError("bad depth", ",".join(cameras), f"depth maps differ in size: {[m.shape for m in maps]}")
         depths = torch.from_numpy(np.stack(maps))
+        if resize is not None:
+            depths = resize.depth(depths.to(images[0].device))
     views = Views(
         images=torch.stack(images),
         intrinsics=torch.from_numpy(np.stack([info.k for info in intrinsics])).float(),
         cam2ego=torch.from_numpy(cam2base).float(),
         depths=depths,
+        img_aug=None if resize is None else resize.matrix.expand(len(images), 3, 3).clone(),
         image_size=(height, width),
     )
     return DecodedViews(views, (time.perf_counter() - start) * 1e3)

@@ -21,7 +21,7 @@ from rclpy.node import Node
 from gausstr_core.vocabulary import Vocabulary
 
 IMAGE_TRANSPORTS = ("raw", "compressed")
-DEPTH_SOURCES = ("topic", "provider")
+DEPTH_SOURCES = ("auto", "topic", "provider")  # auto: the checkpoint's provider if it has one, else topic
 # Parameters that can change while the node is active; the others apply at the next configure.
 LIVE_PARAMETERS = frozenset({
     "vocabulary_file", "vocabulary_prompts", "publish_points", "max_points", "publish_bev", "bev_z_min", "bev_z_max",
@@ -43,6 +43,11 @@ class NodeSettings:
     base_frame: str
     sync_slop_s: float
     queue_size: int
+    max_future_s: float
+    time_jump_tolerance_s: float
+    tf_cache_time_s: float
+    max_image_pixels: int
+    gpu_preprocess: bool
     vocabulary_file: str
     vocabulary_prompts: str
     publish_points: bool
@@ -110,12 +115,23 @@ PARAMETERS: dict[str, _Spec] = {
     ),
     "image_transport": _Spec("compressed", "raw (sensor_msgs/Image) | compressed (sensor_msgs/CompressedImage)",
                              _one_of(IMAGE_TRANSPORTS)),
-    "depth_source": _Spec("provider", "topic: 32FC1/16UC1 ~/input/<camera>/depth | provider: the checkpoint's "
-                          "depth provider", _one_of(DEPTH_SOURCES)),
+    "depth_source": _Spec("auto", "auto: the checkpoint's depth provider if it configures one, else the depth "
+                          "topics | topic: 32FC1/16UC1 ~/input/<camera>/depth | provider: the checkpoint's depth "
+                          "provider", _one_of(DEPTH_SOURCES)),
     "base_frame": _Spec("base_link", "output frame; camera extrinsics from /tf_static + /tf (base_frame <- camera)",
                         _frame),
     "sync_slop_s": _Spec(0.06, "max stamp spread of one camera set, s", float_range=(0.0, 10.0)),
     "queue_size": _Spec(10, "messages kept per camera by the approximate-time synchroniser", int_range=(1, 1000)),
+    "max_future_s": _Spec(2.0, "input stamps further ahead of the node's clock are dropped, s (not while a sim "
+                          "clock reads 0)", float_range=(0.0, 1e6)),
+    "time_jump_tolerance_s": _Spec(1.0, "a jump back of the clock, or of every camera's stamps together, beyond "
+                                   "this resets the synchroniser, the dynamic transforms and the worker, s",
+                                   float_range=(0.0, 1e6)),
+    "tf_cache_time_s": _Spec(10.0, "dynamic /tf data kept behind the newest, s (tf2's cache time)",
+                             float_range=(0.01, 1e6)),
+    "max_image_pixels": _Spec(16_000_000, "images with more pixels (read from the header) are refused before "
+                              "decoding", int_range=(1, 1_000_000_000)),
+    "gpu_preprocess": _Spec(True, "with a CUDA device: decode JPEGs (nvjpeg) and resize on the GPU"),
     "vocabulary_file": _Spec("", "vocabulary YAML (empty: the checkpoint's vocabulary); changeable at run time"),
     "vocabulary_prompts": _Spec("", "inline classes 'car: car, van; road: road; sky: sky' (last = free); "
                                 "overrides vocabulary_file; changeable at run time", _prompts),
@@ -175,6 +191,19 @@ def read_settings(node: Node) -> NodeSettings:
     values["bev_obstacle_classes"] = tuple(values["bev_obstacle_classes"])
     values["base_frame"] = values["base_frame"].strip("/")
     return NodeSettings(**values)
+
+
+def resolve_depth_source(requested: str, checkpoint_has_provider: bool) -> tuple[str, str]:
+    """depth_source parameter -> (the source used: 'topic' | 'provider', why, for the log); ValueError when the
+    checkpoint cannot serve the request."""
+    if requested == "auto":
+        if checkpoint_has_provider:
+            return "provider", "depth_source auto: the checkpoint configures a depth provider"
+        return "topic", "depth_source auto: the checkpoint configures no depth provider, so the depth topics"
+    if requested == "provider" and not checkpoint_has_provider:
+        raise ValueError("depth_source is 'provider' but the checkpoint configures no depth provider "
+                         "(data.depth_provider); publish depth images and set depth_source:=topic (or auto)")
+    return requested, f"depth_source {requested}"
 
 
 def parse_vocabulary_prompts(text: str) -> Vocabulary:

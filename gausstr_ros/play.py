@@ -4,6 +4,9 @@ Messages are published as recorded (CDR -> rclpy message -> publish) at their lo
 `--rate`, each topic with a QoS adapted from the bag's offered profiles (so /tf_static stays
 transient local). `--clock` publishes the bag time on /clock (run subscribers with
 use_sim_time); on `--loop` the bag time jumps back to the start, as with `ros2 bag play --loop`.
+`--wait` first waits until every image topic (sensor_msgs Image / CompressedImage) has a
+subscriber (all topics when the bag has none). SIGINT and SIGTERM stop it at once, also while
+waiting, with exit code 0 (gausstr_ros.shutdown).
 """
 
 from __future__ import annotations
@@ -23,7 +26,10 @@ from rosbags.rosbag2 import Reader
 from rosgraph_msgs.msg import Clock
 
 from gausstr_ros.qos import CLOCK_QOS, from_bag_qos
+from gausstr_ros.shutdown import StopSignals, init_ros
 from gausstr_ros.stamps import ns_to_stamp
+
+IMAGE_TYPES = ("sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage")
 
 
 def message_class(msgtype: str) -> type:
@@ -65,6 +71,8 @@ class BagPlayer:
             self._connections = [c for c in reader.connections if not topics or c.topic in topics]
             self.start_ns, self.end_ns = reader.start_time, reader.end_time
         self._publishers = {}
+        images = {c.topic for c in self._connections if c.msgtype in IMAGE_TYPES}
+        self.wait_topics = sorted(images or {c.topic for c in self._connections})
         for topic in sorted({c.topic for c in self._connections}):
             conns = [c for c in self._connections if c.topic == topic]
             qos = from_bag_qos([q for c in conns for q in c.ext.offered_qos_profiles])
@@ -73,14 +81,19 @@ class BagPlayer:
         self._clock_pub = node.create_publisher(Clock, "/clock", CLOCK_QOS) if clock else None
         self._last_clock_ns: int | None = None
 
-    def wait_for_subscriber(self, timeout_s: float) -> bool:
-        """Block until any played topic has a matched subscription (True) or timeout_s passes (False)."""
+    def unmatched_topics(self) -> list[str]:
+        """The wait topics (image topics) that have no matched subscription yet."""
+        return [t for t in self.wait_topics if self._publishers[t].get_subscription_count() == 0]
+
+    def wait_for_subscribers(self, timeout_s: float, should_stop=lambda: False) -> bool:
+        """Block until every image topic has a matched subscription (True), or timeout_s passes or
+        should_stop() (False)."""
         deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if any(p.get_subscription_count() > 0 for p in self._publishers.values()):
+        while time.monotonic() < deadline and not should_stop():
+            if not self.unmatched_topics():
                 return True
             time.sleep(0.05)
-        return False
+        return not self.unmatched_topics()
 
     def play(self, rate: float = 1.0, loop: bool = False, should_stop=lambda: False) -> PlayStats:
         """Publish every message at its log time / rate (blocking); with loop, until should_stop()."""
@@ -131,7 +144,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--clock-hz", type=float, default=100.0, help="/clock rate between messages")
     p.add_argument("--topics", nargs="+", help="only these topics")
     p.add_argument("--wait", type=float, default=0.0,
-                   help="first wait up to this many seconds until some subscriber matches a played topic")
+                   help="first wait up to this many seconds until every image topic has a subscriber")
     p.add_argument("--delay", type=float, default=1.0, help="then wait this many seconds (discovery) before playing")
     p.add_argument("--linger", type=float, default=1.0, help="seconds to stay up after the last message")
     return p
@@ -139,25 +152,27 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    rclpy.init()
-    node = rclpy.create_node("gausstr_play")
-    try:
-        player = BagPlayer(node, args.bag, args.topics, clock=args.clock, clock_hz=args.clock_hz)
-        duration = (player.end_ns - player.start_ns) * 1e-9
-        print(f"playing {args.bag}: {len(player.stats.published)} topics, {duration:.1f} s at rate {args.rate}",
-              flush=True)
-        if args.wait > 0 and not player.wait_for_subscriber(args.wait):
-            print(f"no subscriber after {args.wait:.1f} s: playing anyway", flush=True)
-        time.sleep(max(args.delay, 0.0))
-        stats = player.play(rate=args.rate, loop=args.loop)
-        print(f"done: {sum(stats.published.values())} messages, {stats.clock_messages} clock messages", flush=True)
-        time.sleep(max(args.linger, 0.0))  # let reliable readers fetch the last samples
-    except KeyboardInterrupt:
-        pass
-    finally:
-        node.destroy_node()
-        if rclpy.ok():
-            rclpy.shutdown()
+    with StopSignals() as stop:
+        init_ros()
+        node = rclpy.create_node("gausstr_play")
+        try:
+            player = BagPlayer(node, args.bag, args.topics, clock=args.clock, clock_hz=args.clock_hz)
+            duration = (player.end_ns - player.start_ns) * 1e-9
+            print(f"playing {args.bag}: {len(player.stats.published)} topics, {duration:.1f} s at rate {args.rate}",
+                  flush=True)
+            if args.wait > 0 and not player.wait_for_subscribers(args.wait, stop.is_set) and not stop.is_set():
+                print(f"no subscriber on {player.unmatched_topics()} after {args.wait:.1f} s: playing anyway",
+                      flush=True)
+            if not stop.wait(max(args.delay, 0.0)):
+                stats = player.play(rate=args.rate, loop=args.loop, should_stop=stop.is_set)
+                print(f"{'stopped' if stop.is_set() else 'done'}: {sum(stats.published.values())} messages, "
+                      f"{stats.loops} loops, {stats.clock_messages} clock messages", flush=True)
+                stop.wait(max(args.linger, 0.0))  # let reliable readers fetch the last samples
+            if stop.received:
+                print(f"{stop.received[0]}: stopped", flush=True)
+        finally:
+            node.destroy_node()
+            rclpy.try_shutdown()
     return 0
 
 

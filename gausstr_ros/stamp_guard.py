@@ -11,7 +11,9 @@ stamps. StampGuard decides per message, all times integer nanoseconds:
 - a stamp further back is held (HELD); when every stream holds one, the streams jumped back
   together (JUMP): the caller resets and replays `take_held()`; a normal message on a stream
   discards its held one, returned by `check` as `discarded` so the caller can report it;
-- `clock(now_ns)` says whether the clock went back by more than `jump_tolerance_ns`.
+- `clock(now_ns)` says whether the clock went back by more than `jump_tolerance_ns` while the
+  streams still hold stamps beyond the new time (or none yet): after a reset for the streams'
+  own jump the clock's jump changes nothing.
 """
 
 from __future__ import annotations
@@ -65,11 +67,13 @@ class StampGuard:
             return Check(Verdict.ACCEPT, discarded)
 
     def clock(self, now_ns: int) -> bool:
-        """Record the clock; True if it went back by more than the tolerance since the last call."""
+        """Record the clock; True if it went back by more than the tolerance since the last call and the
+        streams' newest stamps are not all within the tolerance of the new time already."""
         with self._lock:
-            jumped = self._clock is not None and now_ns < self._clock - self._tolerance
+            went_back = self._clock is not None and now_ns < self._clock - self._tolerance
             self._clock = now_ns
-            return jumped
+            newest = [n for n in self._newest if n is not None]
+            return went_back and (not newest or max(newest) > now_ns + self._tolerance)
 
     def take_held(self) -> list[tuple[int, int, Any]]:
         """Forget every stream's newest stamp and return the held messages as (stream, stamp, item), in stamp

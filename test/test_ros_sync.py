@@ -224,10 +224,14 @@ def test_stamp_guard_one_stale_stream_is_no_jump_all_streams_together_are():
 
 
 def test_stamp_guard_clock_jump_back_beyond_the_tolerance():
-    from gausstr_ros.stamp_guard import StampGuard
+    from gausstr_ros.stamp_guard import StampGuard, Verdict
 
     guard = StampGuard(1, max_future_ns=SEC, jump_tolerance_ns=SEC)
     assert not guard.clock(100 * SEC)
     assert not guard.clock(99 * SEC + 1)  # within the tolerance
     assert guard.clock(10 * SEC)
     assert not guard.clock(11 * SEC)
+    assert guard.check(0, 11 * SEC, 11 * SEC).verdict is Verdict.ACCEPT
+    assert guard.clock(5 * SEC)  # the stream still holds 11 s
+    assert guard.take_held() == [] and guard.check(0, 5 * SEC, 5 * SEC).verdict is Verdict.ACCEPT
+    assert not guard.clock(20 * SEC) and not guard.clock(5 * SEC)  # the stream is at 5 s already: no reset

@@ -1,0 +1,54 @@
+"""Clean ends on SIGINT and SIGTERM for the node and gausstr-play.
+
+rclpy's own handlers shut the context down from inside the signal handler, while executors,
+guard conditions and lifecycle transitions may still use it (an RCLError traceback, or a segfault
+after "rcl_trigger_guard_condition() failed"). Instead, `init_ros(args)` starts rclpy without
+its handlers and `StopSignals` turns both signals into an Event: the main loop spins in short
+steps, sees the event, and tears down in order (worker, node, executor, context), exit code 0.
+A second signal while stopping changes nothing (launch sends SIGINT, then SIGTERM after 5 s).
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+from types import FrameType
+
+import rclpy
+from rclpy.signals import SignalHandlerOptions
+
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+def init_ros(args: list[str] | None = None) -> None:
+    """rclpy.init without rclpy's signal handlers (StopSignals handles them)."""
+    rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
+
+
+class StopSignals:
+    """While entered, SIGINT and SIGTERM set `event` instead of raising or killing; handlers restored on exit."""
+
+    def __init__(self) -> None:
+        self.event = threading.Event()
+        self.received: list[str] = []
+        self._previous: dict[int, object] = {}
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        self.received.append(signal.Signals(signum).name)
+        self.event.set()
+
+    def __enter__(self) -> StopSignals:
+        for sig in STOP_SIGNALS:
+            self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+    def is_set(self) -> bool:
+        return self.event.is_set()
+
+    def wait(self, seconds: float) -> bool:
+        """Sleep up to `seconds`, waking early on a signal; True if one came."""
+        return self.event.wait(seconds)
