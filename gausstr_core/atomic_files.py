@@ -6,8 +6,8 @@ over the target (and the folder fsynced), so a reader or a killed writer never s
 system has none), in the order given: e.g. `epoch_3.pt` before `latest.pt`, so that a kill between
 the two renames leaves `latest.pt` at the previous state and the resumed run redoes the epoch and
 writes `epoch_3.pt` again; no completed file is lost. `remove_stale_temporaries` deletes the
-temporaries of this host and rank whose writer process is gone; those of a live process or of
-another rank or host are never touched. Disk-full and permission errors become one-line
+temporaries (files or folders) of this host and rank whose writer process is gone; those of a live
+process or of another rank or host are never touched. Disk-full and permission errors become one-line
 `StorageError`s naming the path and what was needed; the previous file stays intact.
 """
 
@@ -140,6 +140,9 @@ def remove_stale_temporaries(folder: str | Path, rank: int | None = None) -> lis
             continue
         pid = int(match["pid"])
         if pid != os.getpid() and not process_alive(pid):
-            path.unlink(missing_ok=True)
+            if path.is_dir():
+                shutil.rmtree(path)  # e.g. a bag folder (gausstr_ros.bag_writer)
+            else:
+                path.unlink(missing_ok=True)
             removed.append(path)
     return removed

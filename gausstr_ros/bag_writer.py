@@ -13,6 +13,7 @@ Message stamps and bag log times are dataset time (ns). metadata.yaml records th
 
 from __future__ import annotations
 
+import os
 import shutil
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -20,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import yaml
 from geometry_msgs.msg import TransformStamped
 from rclpy.serialization import serialize_message
 from rosbags.rosbag2 import StoragePlugin, Writer
@@ -27,6 +29,7 @@ from rosbags.typesys import Stores, get_typestore
 from tf2_msgs.msg import TFMessage
 from tqdm import tqdm
 
+from gausstr_core.atomic_files import remove_stale_temporaries, temp_path
 from gausstr_core.data.cache import read_cache_map
 from gausstr_core.data.nuscenes import CameraRecord, NuScenesReader
 from gausstr_core.foundation.base import DepthProvider
@@ -39,6 +42,7 @@ MAP_FRAME = "map"
 BASE_FRAME = "base_link"
 STORAGES = {"mcap": StoragePlugin.MCAP, "sqlite3": StoragePlugin.SQLITE3}
 BAG_VERSION = 9  # rosbag2 metadata version of ROS 2 Jazzy
+ROS_DISTRO = "jazzy"
 
 DepthSource = Callable[[CameraRecord], np.ndarray]  # record -> (H, W) float32 depth, m (NaN = none)
 
@@ -163,7 +167,15 @@ def write_bag(
     overwrite: bool = False,
     progress: bool = True,
 ) -> BagSummary:
-    """Write the camera frames (time-ordered (camera, record) pairs) as a ROS 2 bag folder at `path`."""
+    """Write the camera frames (time-ordered (camera, record) pairs) as a ROS 2 bag folder at `path`.
+
+    The bag is written to a sibling temporary folder (atomic_files naming) and renamed to `path`
+    only when complete, so `path` never holds a partial bag and a failed write leaves an existing
+    bag untouched. Replacing (overwrite) takes two renames: the old bag to a sibling temporary name,
+    then the new one to `path`, and the old one is deleted after. Between the two renames `path`
+    briefly does not exist; a process killed right there leaves both bags complete under their
+    temporary names (removed by the next write_bag in that folder once the writer is dead).
+    """
     if storage not in STORAGES:
         raise ValueError(f"storage {storage!r} not in {sorted(STORAGES)}")
     frames = list(frames)
@@ -175,13 +187,39 @@ def write_bag(
             raise FileExistsError(f"bag folder {path} exists (pass overwrite / --force to replace it)")
         if not (path / "metadata.yaml").is_file():
             raise FileExistsError(f"{path} exists and is not a ROS 2 bag folder: not replacing it")
-        shutil.rmtree(path)
-    summary = BagSummary(path=path, start_ns=frames[0][1].timestamp * 1000, end_ns=frames[-1][1].timestamp * 1000)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(path.parent)
+    partial, old = temp_path(path), temp_path(path, index=1)
+    replacing = path.exists()
+    try:
+        counts = _write_bag_folder(partial, frames, storage, depth, progress, name=path.name)
+        if replacing:
+            os.replace(path, old)
+        try:
+            os.replace(partial, path)
+        except OSError:
+            if replacing:
+                os.replace(old, path)  # put the old bag back
+            raise
+    finally:
+        if partial.exists():
+            shutil.rmtree(partial)
+    if replacing:
+        shutil.rmtree(old)
+    return BagSummary(path, counts, frames[0][1].timestamp * 1000, frames[-1][1].timestamp * 1000)
+
+
+def _write_bag_folder(
+    folder: Path, frames: list[tuple[str, CameraRecord]], storage: str, depth: DepthSource | None, progress: bool,
+    name: str,
+) -> dict[str, int]:
+    """Write the bag folder (which must not exist); returns the message count per topic."""
+    start_ns = frames[0][1].timestamp * 1000
     calibration: dict[str, np.ndarray] = {}
     for cam, rec in frames:  # every camera's first calibration goes into the first /tf_static
         calibration.setdefault(cam, rec.cam2ego)
     last_pose_ns = None
-    writer = Writer(path, version=BAG_VERSION, storage_plugin=STORAGES[storage])
+    writer = Writer(folder, version=BAG_VERSION, storage_plugin=STORAGES[storage])
     writer.open()
     try:
         topics = _BagTopics(writer)
@@ -190,8 +228,8 @@ def write_bag(
             statics = [transform_msg(BASE_FRAME, c, m, stamp) for c, m in calibration.items()]
             topics.write("/tf_static", "tf2_msgs/msg/TFMessage", TFMessage(transforms=statics), stamp, TF_STATIC_QOS)
 
-        write_static(summary.start_ns)
-        for cam, rec in tqdm(frames, desc=f"bag {path.name}", unit="img", disable=not progress):
+        write_static(start_ns)
+        for cam, rec in tqdm(frames, desc=f"bag {name}", unit="img", disable=not progress):
             stamp = rec.timestamp * 1000
             if not np.allclose(calibration[cam], rec.cam2ego):  # e.g. the next scene's car
                 calibration[cam] = rec.cam2ego
@@ -207,7 +245,17 @@ def write_bag(
             topics.write(camera_info_topic(cam), "sensor_msgs/msg/CameraInfo", info, stamp)
             if depth is not None:
                 topics.write(depth_topic(cam), "sensor_msgs/msg/Image", depth_image_msg(depth(rec), header), stamp)
-    finally:
-        writer.close()
-    summary.message_counts = dict(topics.counts)
-    return summary
+    except BaseException:
+        writer.abort()  # no index or metadata.yaml: not a readable bag
+        raise
+    writer.close()
+    _set_ros_distro(folder)
+    return dict(topics.counts)
+
+
+def _set_ros_distro(folder: Path) -> None:
+    """metadata.yaml: ros_distro jazzy (rosbags writes its own name there)."""
+    meta_path = folder / "metadata.yaml"
+    meta = yaml.safe_load(meta_path.read_text())
+    meta["rosbag2_bagfile_information"]["ros_distro"] = ROS_DISTRO
+    meta_path.write_text(yaml.safe_dump(meta, default_flow_style=False, sort_keys=False))

@@ -206,7 +206,7 @@ def test_unknown_and_missing_keys_are_listed(tmp_path: Path, repo_root: Path, ca
     state["gauss_heads.1.depth_head.layers.0.weight"] = torch.zeros(2, 2)
     state["neck.extra_convs.0.weight"] = torch.zeros(2)
     _write_authors_file(tmp_path / "unknown.pth", state)
-    assert convert_main([str(tmp_path / "unknown.pth"), str(tmp_path / "a.pt"), "--config", config]) == 1
+    assert convert_main([str(tmp_path / "unknown.pth"), str(tmp_path / "a.pt"), "--config", config]) == 2
     err = capsys.readouterr().err
     assert "unknown keys in the authors' state dict (2)" in err
     assert "gauss_heads.1.depth_head.layers.0.weight" in err and "neck.extra_convs.0.weight" in err
@@ -214,14 +214,14 @@ def test_unknown_and_missing_keys_are_listed(tmp_path: Path, repo_root: Path, ca
     state = _state_from_fixture("featup", _constant)
     del state["decoder.norm.bias"], state["gauss_heads.2.segment_head.layers.1.weight"]
     _write_authors_file(tmp_path / "missing.pth", state)
-    assert convert_main([str(tmp_path / "missing.pth"), str(tmp_path / "b.pt"), "--config", config]) == 1
+    assert convert_main([str(tmp_path / "missing.pth"), str(tmp_path / "b.pt"), "--config", config]) == 2
     err = capsys.readouterr().err
     assert "missing keys (2): out_norm.bias, segment_head.mlps.2.fc2.weight" in err
 
     # the right keys for the wrong variant: shape mismatches are listed too
     _write_authors_file(tmp_path / "featup.pth", _state_from_fixture("featup", _constant))
     talk2dino = str(repo_root / "config/gausstr_talk2dino.yaml")
-    assert convert_main([str(tmp_path / "featup.pth"), str(tmp_path / "c.pt"), "--config", talk2dino]) == 1
+    assert convert_main([str(tmp_path / "featup.pth"), str(tmp_path / "c.pt"), "--config", talk2dino]) == 2
     err = capsys.readouterr().err
     assert "shape mismatches" in err and "neck.rescale.1.weight: (512, 256, 2, 2) vs model (768, 384, 2, 2)" in err
     assert not any(tmp_path.glob("*.pt"))
@@ -253,7 +253,7 @@ def test_malicious_pickle_is_refused_and_nothing_runs(
     with pytest.raises(UnsafeCheckpointError, match="refusing to load global"):
         load_foreign_checkpoint(src)
     rc = convert_main([str(src), str(tmp_path / "out.pt"), "--config", str(repo_root / "config/gausstr_featup.yaml")])
-    assert rc == 1
+    assert rc == 2
     assert "refusing to load global" in capsys.readouterr().err
     assert not marker.exists() and not (tmp_path / "out.pt").exists()
 

@@ -9,15 +9,15 @@ mapped strictly onto the model described by --config. Example:
 from __future__ import annotations
 
 import argparse
-import pickle
 import sys
 
+from gausstr_core.cli.entry import CliParser, console_script
 from gausstr_core.config import load_config
 from gausstr_core.model.authors_weights import convert_authors_checkpoint
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="gausstr-convert", description=__doc__.split("\n\n")[0])
+    parser = CliParser(prog="gausstr-convert", description=__doc__.split("\n\n")[0])
     parser.add_argument("src", help="authors' checkpoint (.pth)")
     parser.add_argument("dst", help="output checkpoint (our format)")
     parser.add_argument("--config", required=True,
@@ -28,14 +28,11 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+@console_script("gausstr-convert")
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        config = load_config(args.config, args.overrides)
-        summary = convert_authors_checkpoint(args.src, args.dst, config, args.backbone_out)
-    except (OSError, ValueError, pickle.UnpicklingError) as exc:  # UnpicklingError: refused by the allow-list
-        print(f"gausstr-convert: error: {exc}", file=sys.stderr)
-        return 1
+    config = load_config(args.config, args.overrides)
+    summary = convert_authors_checkpoint(args.src, args.dst, config, args.backbone_out)
     print(f"wrote {args.dst}: {summary['parameters']:,} parameters", end="")
     if summary["prototypes"] is not None:
         print(f", text prototypes {summary['prototypes']}", end="")

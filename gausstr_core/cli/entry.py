@@ -44,7 +44,7 @@ def console_script(prog: str) -> Callable[[Main], Main]:
             except USER_ERRORS as exc:
                 if os.environ.get("GAUSSTR_TRACEBACK"):
                     raise
-                print(f"{prog}: error: {one_line(exc)}", file=sys.stderr)
+                print(f"{prog}: error: {one_line(exc).removeprefix(f'{prog}: ')}", file=sys.stderr)
                 return EXIT_USER_ERROR
 
         return wrapped

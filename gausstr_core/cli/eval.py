@@ -20,6 +20,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from gausstr_core.cli.entry import CliParser, console_script
 from gausstr_core.cli.run_config import add_run_config_arguments, checkpoint_config, run_config
 from gausstr_core.data.nuscenes import NuScenesReader
 from gausstr_core.data.occ3d import load_occ3d, occ3d_path
@@ -82,7 +83,7 @@ def evaluate(
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="gausstr-eval", description=__doc__.split("\n\n")[0])
+    parser = CliParser(prog="gausstr-eval", description=__doc__.split("\n\n")[0])
     parser.add_argument("checkpoint", help="checkpoint written by gausstr-train / save_checkpoint")
     add_run_config_arguments(parser)
     parser.add_argument("--split", default=None, help="split name (default: data.val_split)")
@@ -99,23 +100,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+@console_script("gausstr-eval")
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_intermixed_args(argv)
-    try:
-        if args.limit is not None and args.limit < 1:
-            raise ValueError(f"--limit must be >= 1, got {args.limit}")
-        base = checkpoint_config(args.checkpoint)
-        config = run_config(base, args.config, args.data, args.overrides)
-        predictor = OccupancyPredictor.from_checkpoint(args.checkpoint, args.device, config=config,
-                                                       model_depth=args.depth == "model")
-        result = evaluate(
-            predictor, args.split or config.data.val_split, limit=args.limit, mask=args.mask,
-            cached_features=args.features == "cache", cached_depth=args.depth == "cache",
-            dump_dir=args.dump_dir, progress=not args.no_progress,
-        )
-    except (FileNotFoundError, KeyError, ValueError) as exc:
-        print(f"gausstr-eval: error: {exc}", file=sys.stderr)
-        return 2
+    if args.limit is not None and args.limit < 1:
+        raise ValueError(f"--limit must be >= 1, got {args.limit}")
+    base = checkpoint_config(args.checkpoint)
+    config = run_config(base, args.config, args.data, args.overrides)
+    predictor = OccupancyPredictor.from_checkpoint(args.checkpoint, args.device, config=config,
+                                                   model_depth=args.depth == "model")
+    result = evaluate(
+        predictor, args.split or config.data.val_split, limit=args.limit, mask=args.mask,
+        cached_features=args.features == "cache", cached_depth=args.depth == "cache",
+        dump_dir=args.dump_dir, progress=not args.no_progress,
+    )
     print(result.metrics.table())
     print("mean ms per sample: " + ", ".join(f"{k} {v:.1f}" for k, v in result.timings.items()))
     if args.json:

@@ -30,6 +30,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from gausstr_core.atomic_files import remove_stale_temporaries
+from gausstr_core.cli.entry import CliParser, console_script
 from gausstr_core.config import load_config
 from gausstr_core.data.augment import plan_resize_crop
 from gausstr_core.data.cache import cache_path, read_cache_meta, write_cache_map, write_cache_meta
@@ -211,7 +212,7 @@ def _plain(value: Any) -> Any:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="gausstr-prepare", description=__doc__.split("\n\n")[0])
+    parser = CliParser(prog="gausstr-prepare", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
 
     text = sub.add_parser("text", help="vocabulary -> text prototype file")
@@ -238,16 +239,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+@console_script("gausstr-prepare")
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    try:
-        if args.command == "text":
-            run_text(args)
-        else:
-            run_maps(args)
-    except (ValueError, FileNotFoundError, KeyError) as err:  # bad input: a message, not a traceback
-        parser.exit(2, f"gausstr-prepare {args.command}: error: {err}\n")
+    if args.command == "text":
+        run_text(args)
+    else:
+        run_maps(args)
     return 0
 
 

@@ -15,6 +15,7 @@ from typing import Any
 import yaml
 
 from gausstr_core.config import Config, apply_overrides, config_from_dict
+from gausstr_core.data.nuscenes import find_version
 from gausstr_core.model.checkpoint import load_checkpoint
 
 RUN_SECTIONS = ("data", "grid", "inference")
@@ -56,14 +57,7 @@ def run_config(base: Config, config_file: str | None, data_dir: str | None, over
             raise FileNotFoundError(f"--data folder not found: {root}")
         data = values["data"]
         data.update(dataroot=str(root), occ_root=str(root / "gts"), cache_root=str(root / "cache"))
-        if not (root / data["version"]).is_dir():
-            versions = sorted(p.name for p in root.glob("v1.0-*") if p.is_dir())
-            if len(versions) != 1:
-                raise FileNotFoundError(
-                    f"--data {root}: no {data['version']} folder and {len(versions)} other v1.0-* folders "
-                    f"({versions}); set data.version=..."
-                )
-            data["version"] = versions[0]
+        data["version"] = find_version(root, data["version"])
     fixed = [item for item in overrides if item.strip().startswith(("model.", "model="))]
     if fixed:
         raise ValueError(f"overrides {fixed}: the model section comes from the checkpoint and cannot be overridden")

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from gausstr_core.cli.entry import CliParser, console_script
 from gausstr_core.data.occ3d import OCC3D_CLASSES
 from gausstr_core.data.synthetic.generate import SynthOptions, generate_dataset
 from gausstr_core.data.synthetic.occupancy import CAMERA_MASK_RULES
@@ -25,7 +26,7 @@ def _size(text: str) -> tuple[int, int]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="gausstr-synth", description=__doc__.splitlines()[0])
+    parser = CliParser(prog="gausstr-synth", description=__doc__.splitlines()[0])
     parser.add_argument("--out", required=True, help="dataroot to create (must not hold the version folder yet)")
     parser.add_argument("--scenes", type=int, default=2, help="number of scenes (default 2)")
     parser.add_argument("--samples-per-scene", type=int, default=3, help="keyframes per scene, 2 Hz (default 3)")
@@ -60,6 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+@console_script("gausstr-synth")
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     options = SynthOptions(
@@ -75,11 +77,7 @@ def main(argv: list[str] | None = None) -> int:
         jpeg_quality=args.jpeg_quality,
         camera_mask=args.camera_mask,
     )
-    try:
-        summary = generate_dataset(args.out, options)
-    except (FileExistsError, ValueError) as err:
-        print(f"gausstr-synth: {err}", file=sys.stderr)
-        return 2
+    summary = generate_dataset(args.out, options)
     names = ", ".join(OCC3D_CLASSES[c] for c in summary.classes)
     print(
         f"wrote {summary.samples} samples / {summary.images} images in {len(summary.scenes)} scenes to "

@@ -5,12 +5,13 @@ from __future__ import annotations
 import argparse
 import sys
 
+from gausstr_core.cli.entry import CliParser, console_script
 from gausstr_core.cli.run_config import run_config
 from gausstr_core.config import Config, apply_overrides, config_from_dict, load_config
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = CliParser(
         prog="gausstr-train",
         description="Train GaussTR against foundation-model features and depth. Multi-GPU: "
         "torchrun --nproc-per-node G $(which gausstr-train) CONFIG ...",
@@ -36,17 +37,14 @@ def config_from_args(args: argparse.Namespace) -> Config:
     return config_from_dict(apply_overrides(config.to_dict(), overrides))
 
 
+@console_script("gausstr-train")
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_intermixed_args(argv)
-    try:
-        config = config_from_args(args)
-        from gausstr_core.train.loop import train
+    config = config_from_args(args)
+    from gausstr_core.train.loop import train
 
-        result = train(config, device=args.device, resume=args.resume, max_steps=args.max_steps,
-                       max_seconds=args.max_seconds, show_progress=not args.no_progress)
-    except (FileNotFoundError, ValueError) as exc:
-        print(f"gausstr-train: error: {exc}", file=sys.stderr)
-        return 2
+    result = train(config, device=args.device, resume=args.resume, max_steps=args.max_steps,
+                   max_seconds=args.max_seconds, show_progress=not args.no_progress)
     print(f"gausstr-train: {result.steps} steps, {result.epochs_done} epochs done; "
           f"checkpoint: {result.last_checkpoint}")
     return 0

@@ -15,6 +15,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from gausstr_core.cli.entry import CliParser, console_script
 from gausstr_core.cli.run_config import add_run_config_arguments, checkpoint_config, run_config
 from gausstr_core.config import Config
 from gausstr_core.data.nuscenes import NuScenesReader
@@ -25,7 +26,7 @@ from gausstr_core.viz import save_prediction_figures
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="gausstr-viz", description=__doc__.split("\n\n")[0])
+    parser = CliParser(prog="gausstr-viz", description=__doc__.split("\n\n")[0])
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--checkpoint", help="predict with this checkpoint")
     source.add_argument("--dump", help="draw a prediction dump written by gausstr-eval --dump-dir")
@@ -39,13 +40,10 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+@console_script("gausstr-viz")
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_intermixed_args(argv)
-    try:
-        written = run(args)
-    except (FileNotFoundError, KeyError, IndexError, ValueError) as exc:
-        print(f"gausstr-viz: error: {exc}", file=sys.stderr)
-        return 2
+    written = run(args)
     for path in written:
         print(path)
     return 0
@@ -85,7 +83,7 @@ def _pick_token(reader: NuScenesReader, args: argparse.Namespace, dumped: str | 
     if args.index is not None:
         tokens = reader.split_samples(split)
         if not -len(tokens) <= args.index < len(tokens):
-            raise IndexError(f"--index {args.index} is outside split {split!r} ({len(tokens)} samples)")
+            raise ValueError(f"--index {args.index} is outside split {split!r} ({len(tokens)} samples)")
         return tokens[args.index]
     if args.dump:
         if not dumped:

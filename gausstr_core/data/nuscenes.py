@@ -2,7 +2,8 @@
 
 Splits come from `nuscenes.utils.splits` (train, val, test, mini_train, mini_val, ...) plus any
 scene listed under the same split name in `<dataroot>/<version>/splits.json` (the devkit's custom
-split file; the synthetic world writes one). Poses are float64 numpy: `cam2ego` maps the optical
+split file; the synthetic world writes one). `find_version` picks the version folder when the
+configured one is missing and the dataroot holds exactly one. Poses are float64 numpy: `cam2ego` maps the optical
 camera frame to the ego frame, `ego2global` the ego frame to the global frame, m.
 """
 
@@ -17,6 +18,7 @@ import numpy as np
 import torch
 
 from gausstr_core.config import NUSCENES_CAMERAS
+from gausstr_core.errors import UnknownNameError, UserError
 from gausstr_core.geometry import make_transform, quat_to_rotmat
 
 NUSCENES_TABLES = (
@@ -67,6 +69,20 @@ def pose_matrix(translation: list[float], rotation_wxyz: list[float]) -> np.ndar
     return make_transform(rotation, torch.tensor(translation, dtype=torch.float64)).numpy()
 
 
+def find_version(dataroot: str | Path, preferred: str) -> str:
+    """`preferred` if `<dataroot>/<preferred>` exists, else the one `v1.0-*` folder there; UserError otherwise."""
+    root = Path(dataroot).expanduser()
+    if (root / preferred).is_dir():
+        return preferred
+    if not root.is_dir():
+        raise FileNotFoundError(f"nuScenes dataroot not found: {root}")
+    versions = sorted(p.name for p in root.glob("v1.0-*") if p.is_dir())
+    if len(versions) != 1:
+        raise UserError(f"{root} has no version folder {preferred} and {len(versions)} other v1.0-* folders "
+                        f"({versions}); name one with --version / data.version")
+    return versions[0]
+
+
 class NuScenesReader:
     """Camera-centric view of a nuScenes tree (`<dataroot>/<version>/*.json`)."""
 
@@ -76,7 +92,8 @@ class NuScenesReader:
         self.cameras = tuple(cameras)
         table_root = self.dataroot / version
         if not table_root.is_dir():
-            raise FileNotFoundError(f"nuScenes version folder not found: {table_root}")
+            found = sorted(p.name for p in self.dataroot.glob("v1.0-*") if p.is_dir())
+            raise FileNotFoundError(f"nuScenes version folder not found: {table_root} (found: {found or 'none'})")
         for name in NUSCENES_TABLES:
             path = table_root / f"{name}.json"
             if not path.is_file():
@@ -138,11 +155,11 @@ class NuScenesReader:
         try:
             sample = self.nusc.get("sample", token)
         except KeyError as err:
-            raise KeyError(f"sample token {token} not in {self.dataroot / self.version}/sample.json") from err
+            raise UnknownNameError(f"sample token {token} not in {self.dataroot / self.version}/sample.json") from err
         cameras = {}
         for cam in self.cameras:
             if cam not in sample["data"]:
-                raise KeyError(f"sample {token} has no {cam} image (has {sorted(sample['data'])})")
+                raise UnknownNameError(f"sample {token} has no {cam} image (has {sorted(sample['data'])})")
             cameras[cam] = self.camera_record(sample["data"][cam])
         pose_cam = "CAM_FRONT" if "CAM_FRONT" in sample["data"] else self.cameras[0]
         pose_record = cameras.get(pose_cam) or self.camera_record(sample["data"][pose_cam])
@@ -177,7 +194,7 @@ class NuScenesReader:
         entries = []
         for cam in self.cameras:
             if cam not in first["data"]:
-                raise KeyError(f"scene {scene_name}: first sample {first['token']} has no {cam} image")
+                raise UnknownNameError(f"scene {scene_name}: first sample {first['token']} has no {cam} image")
             token = first["data"][cam]
             while self.nusc.get("sample_data", token)["prev"]:
                 token = self.nusc.get("sample_data", token)["prev"]
@@ -197,5 +214,5 @@ class NuScenesReader:
 
     def _scene(self, scene_name: str) -> dict[str, Any]:
         if scene_name not in self._scenes:
-            raise KeyError(f"scene {scene_name!r} not in {self.dataroot / self.version}/scene.json")
+            raise UnknownNameError(f"scene {scene_name!r} not in {self.dataroot / self.version}/scene.json")
         return self._scenes[scene_name]
