@@ -16,7 +16,7 @@ CMAKE_ARGS = -DCMAKE_INSTALL_PREFIX=$(abspath $(VENV)) -DPython3_EXECUTABLE=$(ab
 .PHONY: setup demo test lint clean-build
 .DEFAULT_GOAL := setup
 
-setup: $(STAMPS)/requirements $(STAMPS)/package $(STAMPS)/msgs $(STAMPS)/tf2_msgs
+setup: $(STAMPS)/requirements $(STAMPS)/package $(STAMPS)/msgs $(STAMPS)/tf2_msgs $(STAMPS)/share
 
 $(VPY):
 	$(PYTHON) -m venv $(VENV)
@@ -45,6 +45,15 @@ $(STAMPS)/tf2_msgs: interfaces/tf2_msgs/msg/TFMessage.msg interfaces/tf2_msgs/CM
 		&& $(MAKE) --no-print-directory -j2 install >> cmake.log 2>&1 || (tail -40 cmake.log; exit 1); \
 	fi
 	$(VPY) -c 'from tf2_msgs.msg import TFMessage'
+	@touch $@
+
+# The venv as a ROS package prefix for `ros2 launch` / launch_ros: share/gausstr_ros/{config,launch} and
+# lib/gausstr_ros/occupancy_node, linked to the source tree and the console script (edits need no reinstall).
+$(STAMPS)/share: $(STAMPS)/msgs $(STAMPS)/package
+	mkdir -p $(VENV)/share/gausstr_ros $(VENV)/lib/gausstr_ros
+	ln -sfn $(CURDIR)/config $(VENV)/share/gausstr_ros/config
+	ln -sfn $(CURDIR)/launch $(VENV)/share/gausstr_ros/launch
+	ln -sf $(abspath $(VENV))/bin/occupancy_node $(VENV)/lib/gausstr_ros/occupancy_node
 	@touch $@
 
 demo: setup

@@ -1,13 +1,14 @@
 """Launch the GaussTR occupancy lifecycle node (ROS 2 Jazzy), optionally with RViz.
 
     ros2 launch gausstr_ros occupancy.launch.py checkpoint:=/path/model.pth topic_preset:=nuscenes \
-        use_sim_time:=true rviz:=true
+        use_sim_time:=true rviz:=true [device:=cuda] [depth_source:=topic] [vocabulary_file:=vocab.yaml]
 
 topic_preset maps the node's relative inputs ~/input/<camera>/{image,camera_info,depth} to:
   nuscenes  /<camera>/image_rect_compressed (CompressedImage), /<camera>/camera_info, /<camera>/depth
             (the topics gausstr-bag writes)
   raw       /<camera>/image_raw (Image), /<camera>/camera_info, /<camera>/depth
-The cameras come from the `cameras` argument (comma-separated) or else from the params file.
+The cameras come from the `cameras` argument (comma-separated) or else from the params file;
+device, depth_source and vocabulary_file override the params file when given.
 """
 
 from pathlib import Path
@@ -66,10 +67,9 @@ def _launch_setup(context, *args, **kwargs):
         "image_transport": TOPIC_PRESETS[preset][1],
         "use_sim_time": use_sim_time,
     }
-    if arg("checkpoint"):
-        overrides["checkpoint"] = arg("checkpoint")
-    if arg("device"):
-        overrides["device"] = arg("device")
+    for name in ("checkpoint", "device", "depth_source", "vocabulary_file"):
+        if arg(name):
+            overrides[name] = arg(name)
     actions = [
         LifecycleNode(
             package=PACKAGE,
@@ -104,6 +104,13 @@ def generate_launch_description() -> LaunchDescription:
                 "params_file", default_value=str(share / "config" / "occupancy.yaml"), description="node parameters"
             ),
             DeclareLaunchArgument("device", default_value="", description="torch device (default: params file)"),
+            DeclareLaunchArgument(
+                "depth_source", default_value="",
+                description="auto | topic | provider (default: params file, auto: the checkpoint's provider if any)",
+            ),
+            DeclareLaunchArgument(
+                "vocabulary_file", default_value="", description="vocabulary YAML (default: the checkpoint's)"
+            ),
             DeclareLaunchArgument("use_sim_time", default_value="false", description="use /clock (bag replay)"),
             DeclareLaunchArgument(
                 "topic_preset", default_value="nuscenes", description=f"input topics: {' | '.join(TOPIC_PRESETS)}"

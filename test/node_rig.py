@@ -142,3 +142,36 @@ def start_node(checkpoint: Path, log_path: Path, **params):
     from gausstr_ros.replay_session import NodeProcess
 
     return NodeProcess(checkpoint, CAMERAS, log_path, depth_source="topic", sync_slop_s=0.05, **params)
+
+
+def call(node, srv_type, name: str, request, timeout_s: float = 30.0):
+    from gausstr_ros.replay_session import spin_until
+
+    client = node.create_client(srv_type, f"/gausstr_occupancy/{name}")
+    assert client.wait_for_service(timeout_sec=timeout_s), name
+    future = client.call_async(request)
+    assert spin_until(node, future.done, timeout_s), name
+    node.destroy_client(client)
+    return future.result()
+
+
+def set_parameter(node, name: str, value):
+    from rcl_interfaces.srv import SetParameters
+    from rclpy.parameter import Parameter
+
+    request = SetParameters.Request(parameters=[Parameter(name, value=value).to_parameter_msg()])
+    return call(node, SetParameters, "set_parameters", request).results[0]
+
+
+def transition(node, transition_id: int, timeout_s: float = 30.0) -> bool:
+    from lifecycle_msgs.msg import Transition
+    from lifecycle_msgs.srv import ChangeState
+
+    request = ChangeState.Request(transition=Transition(id=transition_id))
+    return call(node, ChangeState, "change_state", request, timeout_s).success
+
+
+def state(node) -> str:
+    from lifecycle_msgs.srv import GetState
+
+    return call(node, GetState, "get_state", GetState.Request()).current_state.label

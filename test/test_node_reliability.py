@@ -5,7 +5,19 @@ a clear message; lifecycle services and run-time vocabulary changes work."""
 from __future__ import annotations
 
 import pytest
-from node_rig import CAMERAS, PERIOD_S, Rig, spin_for, start_node, tiny_checkpoint, wait_log, wait_output
+from node_rig import (
+    CAMERAS,
+    PERIOD_S,
+    Rig,
+    set_parameter,
+    spin_for,
+    start_node,
+    state,
+    tiny_checkpoint,
+    transition,
+    wait_log,
+    wait_output,
+)
 
 pytestmark = [pytest.mark.ros, pytest.mark.slow]
 
@@ -100,38 +112,6 @@ def test_bad_inputs_are_reported_and_output_resumes(checkpoint, ros, tmp_path):
         assert log.count("no transform base_link <- left yet") <= 3, log
         assert proc.stop() == 0, proc.log()
 
-
-
-def call(node, srv_type, name: str, request, timeout_s: float = 30.0):
-    from gausstr_ros.replay_session import spin_until
-
-    client = node.create_client(srv_type, f"/gausstr_occupancy/{name}")
-    assert client.wait_for_service(timeout_sec=timeout_s), name
-    future = client.call_async(request)
-    assert spin_until(node, future.done, timeout_s), name
-    node.destroy_client(client)
-    return future.result()
-
-
-def set_parameter(node, name: str, value):
-    from rcl_interfaces.srv import SetParameters
-    from rclpy.parameter import Parameter
-
-    request = SetParameters.Request(parameters=[Parameter(name, value=value).to_parameter_msg()])
-    return call(node, SetParameters, "set_parameters", request).results[0]
-
-
-def transition(node, transition_id: int) -> bool:
-    from lifecycle_msgs.msg import Transition
-    from lifecycle_msgs.srv import ChangeState
-
-    return call(node, ChangeState, "change_state", ChangeState.Request(transition=Transition(id=transition_id))).success
-
-
-def state(node) -> str:
-    from lifecycle_msgs.srv import GetState
-
-    return call(node, GetState, "get_state", GetState.Request()).current_state.label
 
 
 def test_checkpoint_failures_lifecycle_and_run_time_vocabulary(checkpoint, ros, tmp_path):

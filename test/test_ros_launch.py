@@ -72,7 +72,8 @@ def node_of(actions: list):
 
 
 def test_lifecycle_node_with_params_file_and_declared_overrides(launch_file):
-    node = node_of(run_launch(launch_file, checkpoint="/models/tiny.pth", device="cuda:0", use_sim_time="true"))
+    node = node_of(run_launch(launch_file, checkpoint="/models/tiny.pth", device="cuda:0", use_sim_time="true",
+                              depth_source="topic", vocabulary_file="/v/occ3d.yaml"))
     assert (node.package, node.executable, node.name, node.namespace) == (
         "gausstr_ros", "occupancy_node", "gausstr_occupancy", "")
     params_file, overrides = node.parameters
@@ -80,6 +81,7 @@ def test_lifecycle_node_with_params_file_and_declared_overrides(launch_file):
     declared = yaml_params()
     assert set(overrides) - {"use_sim_time"} <= set(declared)
     assert overrides["checkpoint"] == "/models/tiny.pth" and overrides["device"] == "cuda:0"
+    assert overrides["depth_source"] == "topic" and overrides["vocabulary_file"] == "/v/occ3d.yaml"
     assert overrides["use_sim_time"] is True and overrides["autostart"] is True
     for key, value in overrides.items():  # same types as the params file, so the node accepts them
         if key != "use_sim_time":
@@ -88,7 +90,8 @@ def test_lifecycle_node_with_params_file_and_declared_overrides(launch_file):
 
 def test_unset_arguments_leave_the_params_file_in_charge(launch_file):
     _, overrides = node_of(run_launch(launch_file)).parameters
-    assert "checkpoint" not in overrides and "device" not in overrides
+    for name in ("checkpoint", "device", "depth_source", "vocabulary_file"):
+        assert name not in overrides, name
     assert overrides["use_sim_time"] is False
 
 
