@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import math
+import os
 import subprocess
 import sys
 import time
@@ -279,3 +280,59 @@ def test_replay_qos_adapts_to_the_offered_profiles():
     assert mixed.reliability == ReliabilityPolicy.BEST_EFFORT and mixed.durability == DurabilityPolicy.VOLATILE
     assert mixed.depth == 10
     assert from_bag_qos([]) is OUTPUT_QOS
+
+
+def start_player(bag: Path, *args: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "gausstr_ros.play", str(bag), *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+
+
+def wait_for_line(process: subprocess.Popen, text: str, timeout_s: float = 60.0) -> str:
+    seen, deadline = "", time.monotonic() + timeout_s
+    while text not in seen:
+        assert time.monotonic() < deadline and process.poll() is None, seen
+        seen += process.stdout.readline()
+    return seen
+
+
+@pytest.mark.ros
+@pytest.mark.parametrize("sig", ["SIGINT", "SIGTERM"])
+def test_play_stops_cleanly_on_signals_while_waiting_and_while_looping(reader, tmp_path, ros_domain_id, sig):
+    """Before: an RCLError traceback on Ctrl-C and SIGTERM, also during --wait."""
+    import signal
+
+    write_bag(tmp_path / "bag", camera_frames(reader, [SCENE], keyframes_only=True, limit=6), progress=False)
+    for args in (["--wait", "60"], ["--loop", "--clock", "--rate", "5", "--delay", "0"]):
+        player = start_player(tmp_path / "bag", *args)
+        out = wait_for_line(player, "playing")
+        time.sleep(1.0)  # waiting for subscribers / looping
+        start = time.monotonic()
+        player.send_signal(getattr(signal, sig))
+        out += player.communicate(timeout=10)[0]
+        assert time.monotonic() - start < 2.0, out
+        assert player.returncode == 0 and "Traceback" not in out and f"{sig}: stopped" in out, out
+
+
+@pytest.mark.ros
+def test_play_wait_needs_a_subscriber_on_every_image_topic(reader, tmp_path, ros_domain_id):
+    """Before: --wait returned once any one topic had a subscriber, so the first camera set was often lost."""
+    import rclpy
+
+    write_bag(tmp_path / "bag", camera_frames(reader, [SCENE], keyframes_only=True, limit=6), progress=False)
+    rclpy.init()
+    node = rclpy.create_node("one_camera_listener")
+    try:
+        node.create_subscription(CompressedImage, "/CAM_FRONT/image_rect_compressed", lambda m: None, 10)
+        node.create_subscription(TFMessage, "/tf_static", lambda m: None, 10)
+        player = start_player(tmp_path / "bag", "--wait", "3", "--delay", "0", "--linger", "0")
+        deadline = time.monotonic() + 60
+        while player.poll() is None and time.monotonic() < deadline:
+            rclpy.spin_once(node, timeout_sec=0.05)
+        out = player.communicate(timeout=10)[0]
+    finally:
+        node.destroy_node()
+        rclpy.shutdown()
+    assert player.returncode == 0, out
+    line = next(line for line in out.splitlines() if line.startswith("no subscriber on"))
+    assert "/CAM_BACK/image_rect_compressed" in line and "/CAM_FRONT/image_rect_compressed" not in line, out
+    assert "/tf_static" not in line, out
