@@ -22,6 +22,7 @@ setup(
             "gausstr-train = gausstr_core.cli.train:main",
             "gausstr-eval = gausstr_core.cli.eval:main",
             "gausstr-viz = gausstr_core.cli.viz:main",
+            "gausstr-query = gausstr_core.cli.query:main",
             "gausstr-bag = gausstr_ros.bag_cli:main",
             "gausstr-play = gausstr_ros.play:main",
             "occupancy_node = gausstr_ros.node:main",
