@@ -37,13 +37,15 @@ from gausstr_core.foundation.registry import (
     build_depth_provider,
     build_feature_provider,
     build_text_encoder,
+    text_encoder_name,
 )
 from gausstr_core.gaussians import Gaussians
 from gausstr_core.geometry import pixel_to_input_matrix
 from gausstr_core.grid import VoxelGrid
 from gausstr_core.model.checkpoint import build_model_from_checkpoint
+from gausstr_core.query import DEFAULT_MAX_CLUSTERS, DEFAULT_THRESHOLD, QueryAnswer, SceneQuery
 from gausstr_core.semantics import OpenVocabularyHead
-from gausstr_core.vocabulary import Prototypes, Vocabulary, compute_prototypes, load_prototypes
+from gausstr_core.vocabulary import Prototypes, Vocabulary, VocabularyClass, compute_prototypes, load_prototypes
 from gausstr_core.voxelize import filter_gaussians, voxelize_gaussians
 
 STAGES = ("preprocess", "features", "depth", "model", "voxelize", "semantics", "total")
@@ -217,6 +219,7 @@ class OccupancyPredictor:
         )
         self._depth_provider = _LazyProvider(depth_provider, build_depth_provider, self.device)
         self._text_encoder = _LazyProvider(text_encoder, build_text_encoder, self.device)
+        self.scene_query = SceneQuery(self.encode_prompts)  # open-vocabulary 3D queries (query())
         if vocabulary is None:
             vocabulary = config.inference.vocabulary
             prototypes = prototypes or config.inference.prototypes or None
@@ -312,6 +315,34 @@ class OccupancyPredictor:
             vocabulary, prototypes.embeddings.to(self.device), self.config.inference
         )
         self._semantics = (vocabulary, head)  # one assignment: a concurrent predict sees old or new, never a mix
+
+    def encode_prompts(self, prompts: list[str]) -> torch.Tensor:
+        """(Q, C) prototypes of free-text prompts, encoded as set_vocabulary encodes a vocabulary's
+        (the same text encoder and template recipe); ValueError when no text encoder is configured."""
+        encoder = self._text_encoder.get()
+        if encoder is None:
+            raise ValueError("no text encoder is configured (inference.text_encoder) to encode new prompts")
+        classes = tuple(VocabularyClass(name=f"prompt{i}", prompts=(p,)) for i, p in enumerate(prompts))
+        vocabulary = dataclasses.replace(self.vocabulary, name="query", classes=classes, free_class=classes[0].name)
+        with torch.no_grad():
+            return compute_prototypes(vocabulary, encoder, text_encoder_name(encoder)).embeddings
+
+    def query(
+        self, prediction: Prediction, prompts: list[str], threshold: float = DEFAULT_THRESHOLD,
+        max_clusters: int = DEFAULT_MAX_CLUSTERS,
+    ) -> list[QueryAnswer]:
+        """Open-vocabulary 3D query on a Prediction of this predictor (gausstr_core.query): per prompt the
+        voxel relevance (X, Y, Z) in [0, 1] and the top clusters. Does not run the network; prototypes
+        of prompts seen before are cached. PromptError names a prompt that cannot be encoded."""
+        vocabulary, head = self._semantics
+        if prediction.vocabulary is vocabulary:
+            background = head.prototypes
+        else:  # the vocabulary changed since that prediction: its prompts' prototypes from the cache or encoder
+            background = self.scene_query.prototypes(prediction.vocabulary.prompts)
+        return self.scene_query.query(
+            prediction, prompts, background, head.density_threshold, threshold, max_clusters,
+            chunk_size=self.config.inference.chunk_size,
+        )
 
     def prepare(self, views: Views) -> PreparedViews:
         """The preprocess stage alone (see prepare_views)."""
