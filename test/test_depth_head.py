@@ -83,6 +83,19 @@ def test_head_output_is_bounded_at_the_input_size() -> None:
         head(maps[:2], intrinsics, cam2ego, img_aug, (H, W))
 
 
+def test_untrained_head_starts_at_the_flat_ground_depth() -> None:
+    torch.manual_seed(0)
+    head = DepthHead(in_channels=8, hidden=4, levels=3, max_depth=51.2)
+    maps = [torch.randn(2, 8, 8, 12), torch.randn(2, 8, 4, 6), torch.randn(2, 8, 2, 3)]
+    intrinsics, cam2ego, img_aug = (t.flatten(0, 1) for t in _cameras())
+    with torch.no_grad():
+        depth = head(maps, intrinsics, cam2ego, img_aug, (H, W))
+    ground = _ground_depth().flatten(0, 1)
+    near = (ground > 0) & (ground < 40)
+    assert float(((depth - ground).abs() / ground)[near].max()) < 0.02
+    assert float(depth[ground == 0].min()) > 40  # above the horizon: the far end of the range
+
+
 def test_forward_without_depths_uses_the_head_and_equals_the_stages() -> None:
     torch.manual_seed(0)
     cfg = _config()
@@ -139,20 +152,21 @@ def test_loss_adds_the_head_term_with_its_weight() -> None:
     assert all(p.grad is not None and p.grad.any() for p in model.depth_head.parameters())
 
 
-def test_head_learns_ground_plane_depth() -> None:
-    """From constant features (no depth cue but the rays) the head fits a ground plane quickly."""
+def test_head_learns_a_wall_beyond_the_ground() -> None:
+    """From constant features (no depth cue but the rays) the head learns a wall 6 m ahead: the ground
+    prior's depth where the ground is nearer, 6 m elsewhere."""
     torch.manual_seed(0)
     cfg = _config()
     model = GaussTR(cfg).train()
     features, cameras = torch.zeros(B, N, cfg.feature_dim, H // 4, W // 4), _cameras()
-    target = _ground_depth()
+    ground = _ground_depth()
+    target = torch.where((ground > 0) & (ground < 6.0), ground, torch.full_like(ground, 6.0))
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
     errors = []
     for _ in range(60):
         depth = model.predict_depth(model.encode(features), *cameras, (H, W))
         silog, l1 = depth_loss(depth, target, far_depth=math.inf)
-        valid = target > 0
-        errors.append(float(((depth - target).abs() / target)[valid].mean()))
+        errors.append(float(((depth.detach() - target).abs() / target).mean()))
         optimizer.zero_grad()
         (silog + 0.2 * l1).backward()
         optimizer.step()

@@ -2,12 +2,14 @@
 depth network at inference.
 
 A small top-down conv decoder fuses the neck's four maps (coarsest first), adds three camera-ray
-channels at the finest level, predicts one logit per pixel, upsamples it bilinearly to the network
-input size and maps it to depth = exp(log d_min + sigmoid(logit) (log d_max - log d_min)), so the
-output always lies in [d_min, d_max] (d_max = model.depth_max, the range GaussTR clamps depth to).
+channels at the finest level and predicts one logit per pixel, upsampled bilinearly to the network
+input size. The logit is a residual on the ground-plane prior p (below): depth = exp(log d_min +
+sigmoid(logit(p) + logit) (log d_max - log d_min)), so the output always lies in [d_min, d_max]
+(d_max = model.depth_max, the range GaussTR clamps depth to) and the untrained head (final layer
+near zero) starts at the depth of a flat ground, which the training then corrects.
 
 The ray channels make metric depth learnable from semantic features that carry no scale: per pixel,
-the ego-frame height change dz of the pixel's ray per metre of optical depth, the normalised log
+the ego-frame height change dz of the pixel's ray per metre of optical depth, p = the normalised log
 depth at which that ray meets the ego ground plane z = 0 (d_max where it never does), and whether
 it does. They depend on the camera's intrinsics, extrinsics and the resize only.
 """
@@ -23,8 +25,8 @@ from torch import nn
 from gausstr_core.geometry import pixel_to_input_matrix
 
 MIN_DEPTH = 0.1  # m, the head's lower bound
-INITIAL_DEPTH = 10.0  # m, the untrained head's output everywhere
 RAY_CHANNELS = 3
+PRIOR_MARGIN = 0.01  # the ground prior p is clamped to [margin, 1 - margin] before its logit
 
 
 def ray_channels(
@@ -79,9 +81,9 @@ class DepthHead(nn.Module):
         self.lateral = nn.ModuleList(nn.Conv2d(in_channels, hidden, 1) for _ in range(levels))
         self.fuse = nn.ModuleList(_conv_block(hidden, hidden) for _ in range(levels - 1))
         self.out = nn.Sequential(_conv_block(hidden + RAY_CHANNELS, hidden), nn.Conv2d(hidden, 1, 1))
-        with torch.no_grad():  # start at INITIAL_DEPTH: the logit whose depth it is
-            start = (math.log(INITIAL_DEPTH) - math.log(min_depth)) / (math.log(max_depth) - math.log(min_depth))
-            self.out[-1].bias.fill_(math.log(start / (1 - start)))
+        with torch.no_grad():  # start near the ground prior (small, not zero: every layer gets gradients)
+            self.out[-1].weight.normal_(0.0, 1e-3)
+            self.out[-1].bias.zero_()
 
     def forward(
         self, maps: list[torch.Tensor], intrinsics: torch.Tensor, cam2ego: torch.Tensor, img_aug: torch.Tensor,
@@ -95,7 +97,10 @@ class DepthHead(nn.Module):
             x = self.fuse[level](self.lateral[level](maps[level]) + up)
         rays = ray_channels(intrinsics, cam2ego, img_aug, tuple(input_size), tuple(x.shape[-2:]), self.min_depth,
                             self.max_depth)
-        logit = self.out(torch.cat([x, rays.to(x.dtype)], dim=1))
-        logit = F.interpolate(logit.float(), size=tuple(input_size), mode="bilinear", align_corners=False)[:, 0]
+        residual = self.out(torch.cat([x, rays.to(x.dtype)], dim=1))
+        residual = F.interpolate(residual.float(), size=tuple(input_size), mode="bilinear", align_corners=False)[:, 0]
+        prior = ray_channels(intrinsics, cam2ego, img_aug, tuple(input_size), tuple(input_size), self.min_depth,
+                             self.max_depth)[:, 1]
+        logit = torch.logit(prior.clamp(PRIOR_MARGIN, 1 - PRIOR_MARGIN)) + residual
         log_min, log_max = math.log(self.min_depth), math.log(self.max_depth)
         return torch.exp(log_min + torch.sigmoid(logit) * (log_max - log_min))
