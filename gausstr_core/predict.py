@@ -18,6 +18,7 @@ generator seeded with `inference.seed`, so identical views give identical labels
 from __future__ import annotations
 
 import dataclasses
+import logging
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -42,13 +43,14 @@ from gausstr_core.foundation.registry import (
 from gausstr_core.gaussians import Gaussians
 from gausstr_core.geometry import pixel_to_input_matrix
 from gausstr_core.grid import VoxelGrid
-from gausstr_core.model.checkpoint import build_model_from_checkpoint
+from gausstr_core.model.checkpoint import build_model_from_checkpoint, load_checkpoint
 from gausstr_core.query import DEFAULT_MAX_CLUSTERS, DEFAULT_THRESHOLD, QueryAnswer, SceneQuery
 from gausstr_core.semantics import OpenVocabularyHead
 from gausstr_core.vocabulary import Prototypes, Vocabulary, VocabularyClass, compute_prototypes, load_prototypes
 from gausstr_core.voxelize import filter_gaussians, voxelize_gaussians
 
 STAGES = ("preprocess", "features", "depth", "model", "voxelize", "semantics", "total")
+LOG = logging.getLogger(__name__)
 _SOURCE_ROOT = Path(gausstr_core.__file__).resolve().parents[1]
 
 
@@ -63,7 +65,8 @@ class Views:
     cam2ego: (N, 4, 4) optical frame -> ego frame.
     depths: (N, h, w) optical z, m, full frame at any resolution (original, or network input as in
         the prepared caches and bag depth topics); 0, NaN or inf = no measurement. None: the depth
-        provider runs.
+        provider runs on `images` as given (the full original frames: the authors' setting) and its
+        output is resized to the input like a given depth map.
     features: (N, C, h', w') precomputed full-frame feature maps (e.g. the prepared caches), or
         None: the feature provider runs.
     img_aug: (N, 3, 3) original -> network-input pixels, only when images, depths and features are
@@ -223,6 +226,7 @@ class OccupancyPredictor:
         if vocabulary is None:
             vocabulary = config.inference.vocabulary
             prototypes = prototypes or config.inference.prototypes or None
+        self._initial_vocabulary = (vocabulary, prototypes)
         self.set_vocabulary(vocabulary, prototypes)
 
     @classmethod
@@ -245,6 +249,9 @@ class OccupancyPredictor:
         section always comes from the checkpoint). Providers default to the config:
         data.feature_provider (or {'name': data.feature_kind} when that names a registry provider),
         data.depth_provider, inference.text_encoder (or the feature provider's match).
+        Prototypes: with no vocabulary, prototypes or inference.prototypes given, the checkpoint's own
+        text prototypes (a converted authors' checkpoint, see checkpoint_prototypes) when they fit
+        inference.vocabulary; otherwise as in the constructor.
         """
         model, saved = build_model_from_checkpoint(path, device)
         config = saved if config is None else dataclasses.replace(config, model=saved.model)
@@ -254,6 +261,9 @@ class OccupancyPredictor:
             depth_provider = dict(config.data.depth_provider) or None
         if text_encoder is None:
             text_encoder = dict(config.inference.text_encoder) or matching_text_encoder_spec(feature_provider)
+        if vocabulary is None and prototypes is None and not config.inference.prototypes:
+            prototypes = checkpoint_prototypes(path, config)
+            vocabulary = None if prototypes is None else prototypes.vocabulary
         return cls(
             model, config, device=device, feature_provider=feature_provider, depth_provider=depth_provider,
             text_encoder=text_encoder, vocabulary=vocabulary, prototypes=prototypes, model_depth=model_depth,
@@ -298,7 +308,7 @@ class OccupancyPredictor:
                     "text; inference.prototypes) or a text encoder (inference.text_encoder)"
                 )
             with torch.no_grad():
-                prototypes = compute_prototypes(vocabulary, encoder, type(encoder).__name__)
+                prototypes = compute_prototypes(vocabulary, encoder, text_encoder_name(encoder))
         elif not isinstance(prototypes, Prototypes):
             prototypes = load_prototypes(resolve_resource(prototypes, "prototype file"), vocabulary)
         if prototypes.prompts != vocabulary.prompts:
@@ -315,6 +325,12 @@ class OccupancyPredictor:
             vocabulary, prototypes.embeddings.to(self.device), self.config.inference
         )
         self._semantics = (vocabulary, head)  # one assignment: a concurrent predict sees old or new, never a mix
+        self.prototypes_source = prototypes.provider
+
+    def reset_vocabulary(self) -> None:
+        """Back to the vocabulary and prototypes this predictor started with (e.g. a converted
+        checkpoint's own text prototypes)."""
+        self.set_vocabulary(*self._initial_vocabulary)
 
     def encode_prompts(self, prompts: list[str]) -> torch.Tensor:
         """(Q, C) prototypes of free-text prompts, encoded as set_vocabulary encodes a vocabulary's
@@ -355,15 +371,19 @@ class OccupancyPredictor:
         vocabulary, head = self._semantics
         timings = dict.fromkeys(STAGES, 0.0)
         with self._timed(timings, "total"):
+            if views.depths is None and views.img_aug is None and views.images is not None and not self.model_depth:
+                with self._timed(timings, "depth"):
+                    views = dataclasses.replace(views, depths=self._original_depths(views))
             with self._timed(timings, "preprocess"):
                 inputs = self.prepare(views)
             features, depths = inputs.features, inputs.depths
             if features is None:
                 with self._timed(timings, "features"):
                     features = self._run_feature_provider(inputs.images)
-            if depths is None and not self.model_depth:
+            if depths is None and not self.model_depth:  # network-size views (img_aug given)
                 with self._timed(timings, "depth"):
-                    depths = self._run_depth_provider(inputs)
+                    depths = self._run_depth_provider(
+                        inputs.images, pixel_to_input_matrix(inputs.intrinsics, inputs.img_aug))
             cameras = (inputs.intrinsics[None], inputs.cam2ego[None], inputs.img_aug[None])
             with self._timed(timings, "model"):
                 self.model.check_inputs(features[None], None if depths is None else depths[None], *cameras)
@@ -405,15 +425,31 @@ class OccupancyPredictor:
             raise ValueError(f"feature provider returned {tuple(features.shape)}, the model needs {expected}")
         return features.to(self.device).float()
 
-    def _run_depth_provider(self, inputs: PreparedViews) -> torch.Tensor:
+    def _original_depths(self, views: Views) -> torch.Tensor:
+        """The depth provider on the images as given (normally the full original frames, as the
+        authors run it), intrinsics scaled to their resolution -> (N, h, w) m at that resolution;
+        prepare() then resizes it to the input size like any given depth map (the dataset's resize)."""
+        _check_views(views)
+        images = views.images.to(self.device)
+        images = images.float() / 255.0 if images.dtype == torch.uint8 else images.float()
+        source = views.image_size or tuple(images.shape[-2:])
+        to_images = plan_resize_crop(tuple(source), tuple(images.shape[-2:])).matrix.to(self.device)
+        intrinsics = pixel_to_input_matrix(views.intrinsics.to(self.device).float(), to_images)
+        return self._run_depth_provider(images, intrinsics)
+
+    def _run_depth_provider(self, images: torch.Tensor | None, intrinsics: torch.Tensor) -> torch.Tensor:
+        """images (N, 3, h, w) float in [0, 1], intrinsics (N, 3, 3) of those pixels -> depth (N, h, w) m."""
         provider = self._depth_provider.get()
         if provider is None:
             raise ValueError("Views.depths are missing and no depth provider is configured (data.depth_provider)")
-        if inputs.images is None:
+        if images is None:
             raise ValueError("Views need images for the depth provider (or give depths)")
-        depths = provider(inputs.images, pixel_to_input_matrix(inputs.intrinsics, inputs.img_aug))
-        if tuple(depths.shape) != (inputs.images.shape[0], *inputs.images.shape[-2:]):
-            raise ValueError(f"depth provider returned {tuple(depths.shape)}, expected (N, H, W) at the input size")
+        depths = provider(images, intrinsics)
+        if tuple(depths.shape) != (images.shape[0], *images.shape[-2:]):
+            raise ValueError(
+                f"depth provider returned {tuple(depths.shape)}, expected (N, H, W) = "
+                f"{(images.shape[0], *images.shape[-2:])} (the images it was given)"
+            )
         return torch.nan_to_num(depths.to(self.device).float(), nan=0.0, posinf=0.0, neginf=0.0)
 
     def _reference_points(self, views: int) -> torch.Tensor:
@@ -443,6 +479,34 @@ class OccupancyPredictor:
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
         timings[stage] += (time.perf_counter() - start) * 1e3
+
+
+def checkpoint_prototypes(path: str | Path, config: Config) -> Prototypes | None:
+    """A converted checkpoint's own text prototypes (extra 'text_prototypes' (P, C), the authors'
+    buffer) for config.inference.vocabulary, when they fit it: the prompts stored with them
+    ('text_prototypes_vocabulary') equal the vocabulary's, or (older files) their count does.
+    None when the checkpoint has none or they do not fit (logged); a use is logged once."""
+    ckpt = load_checkpoint(path)
+    embeddings = ckpt.get("text_prototypes")
+    if not isinstance(embeddings, torch.Tensor):
+        return None
+    vocabulary = Vocabulary.load(resolve_resource(config.inference.vocabulary, "vocabulary file"))
+    stored = ckpt.get("text_prototypes_vocabulary")
+    prompts = Vocabulary.from_dict(stored, source=f"{path} text_prototypes_vocabulary").prompts if stored else None
+    if (prompts is not None and prompts != vocabulary.prompts) or embeddings.shape[0] != len(vocabulary.prompts):
+        LOG.warning(
+            "checkpoint %s: its text prototypes %s (prompts %s) do not fit vocabulary %r (%d prompts); not used",
+            path, tuple(embeddings.shape), prompts, vocabulary.name, len(vocabulary.prompts),
+        )
+        return None
+    source = ckpt.get("source", {}).get("file") if isinstance(ckpt.get("source"), dict) else None
+    provider = f"checkpoint {Path(path).name}" + (f" (converted from {source})" if source else "")
+    prototypes = Prototypes(vocabulary=vocabulary, embeddings=embeddings.float(), provider=provider)
+    LOG.info(
+        "using the text prototypes of %s for vocabulary %r: %d prompts x %d dims",
+        provider, vocabulary.name, *prototypes.embeddings.shape,
+    )
+    return prototypes
 
 
 def default_feature_spec(config: Config) -> dict[str, Any] | None:

@@ -23,7 +23,7 @@ import torch
 from torchvision.io import decode_jpeg, read_file
 
 from gausstr_core.config import Config, DataConfig, config_from_dict
-from gausstr_core.data.cache import read_cache_map
+from gausstr_core.data.cache import read_cache_map, read_depth_map
 from gausstr_core.data.nuscenes import SampleRecord
 from gausstr_core.gaussians import Gaussians
 from gausstr_core.grid import VoxelGrid
@@ -49,15 +49,15 @@ def load_sample_views(record: SampleRecord, data: DataConfig, *, depth: bool = T
             raise FileNotFoundError(f"sample {record.token}: image not found: {camera.image_path}")
         images.append(decode_jpeg(read_file(camera.image_path)))
 
-    def cached(kind: str, shape: tuple[int | None, ...]) -> torch.Tensor:
-        maps = [read_cache_map(data.cache_root, kind, c.sample_data_token, shape) for c in cameras]
+    def cached(kind: str, shape: tuple[int | None, ...], read=read_cache_map) -> torch.Tensor:
+        maps = [read(data.cache_root, kind, c.sample_data_token, shape) for c in cameras]
         return torch.from_numpy(np.stack(maps).astype(np.float32))
 
     return Views(
         images=torch.stack(images),
         intrinsics=torch.from_numpy(np.stack([c.intrinsics for c in cameras])).float(),
         cam2ego=torch.from_numpy(np.stack([c.cam2ego for c in cameras])).float(),
-        depths=cached(data.depth_kind, (None, None)) if depth else None,
+        depths=cached(data.depth_kind, (None, None), read_depth_map) if depth else None,
         features=cached(data.feature_kind, (None, None, None)) if features else None,
         image_size=sizes.pop(),
     )

@@ -168,9 +168,11 @@ def test_depth_resume_after_sigkill(tree, tmp_path) -> None:
     assert {name: after[name] for name in finished} == finished
     assert not [p.name for p in (cache / "m3d").iterdir() if p.name.startswith(".")]  # no partial leftovers
     assert read_cache_meta(cache, "m3d")["map"] == "depth"
-    fx_input = {r.sample_data_token: r.intrinsics[0, 0] * 84 / r.width for r in _camera_records(tree)}
-    for token, fx in list(fx_input.items())[::7]:  # depth = canonical (1 + 10 gray) x f / 1000
-        depth = read_cache_map(cache, "m3d", token, (56, 84)).astype("float32")
+    # the depth model saw the original images: depth = canonical (1 + 10 gray) x original f / 1000
+    fx_original = {r.sample_data_token: r.intrinsics[0, 0] for r in _camera_records(tree)}
+    for token, fx in list(fx_original.items())[::7]:
+        depth = read_cache_map(cache, "m3d", token, (56, 84))
+        assert depth.dtype == np.float32
         assert (depth >= fx / 1000 * 0.99).all() and (depth <= 11 * fx / 1000 * 1.01).all()
 
 
@@ -192,3 +194,55 @@ def test_parse_provider_spec(tmp_path) -> None:
         parse_provider_spec("clip", ["oops"])
     with pytest.raises(FileNotFoundError, match="absent.yaml"):
         parse_provider_spec(str(tmp_path / "absent.yaml"))
+
+
+class FullFrameDepth:
+    """Stand-in depth provider: insists on the original 1600x900 frames and their own intrinsics."""
+
+    def __init__(self, device: str = "cpu") -> None:
+        self.calls = 0
+
+    def __call__(self, images: torch.Tensor, intrinsics: torch.Tensor) -> torch.Tensor:
+        assert images.shape[1:] == (3, 900, 1600), f"depth provider got {tuple(images.shape)}, not 1600x900 frames"
+        assert float(intrinsics[0, 0, 2]) > 700  # original-pixel principal point (nuScenes cx ~800)
+        columns = torch.arange(1600, dtype=torch.float32) / 100 + 1.0  # (W,), plus a per-image offset:
+        return columns + images[:, 0].mean(dim=(1, 2))[:, None, None] * torch.ones(1, 900, 1)
+
+
+def test_depth_provider_sees_the_original_frames(tmp_path, monkeypatch) -> None:
+    tree = tmp_path / "full"
+    write_tiny_nuscenes(tree, samples=1, width=1600, height=900)
+    monkeypatch.setitem(registry.DEPTH_PROVIDERS, "full_frame", "test_prepare_caches:FullFrameDepth")
+    cache = tmp_path / "cache"
+    main(_args("depth", tree, cache, "full", "full_frame", size=("56", "84")))
+    meta = read_cache_meta(cache, "full")
+    assert meta["dtype"] == "float32" and meta["provider_input"] == "original"
+    record = _camera_records(tree)[0]
+    image = torch.from_numpy(np.array(Image.open(record.image_path).convert("RGB"))).permute(2, 0, 1)[None] / 255.0
+    full = FullFrameDepth()(image, torch.as_tensor(record.intrinsics, dtype=torch.float32)[None])
+    expected = plan_resize_crop((900, 1600), (56, 84)).depth(full)[0]  # as GaussTRDataset resizes depth
+    cached = read_cache_map(cache, "full", record.sample_data_token, (56, 84))
+    assert cached.dtype == np.float32
+    np.testing.assert_allclose(cached, expected.numpy(), rtol=1e-6)
+
+
+def test_old_float16_depth_caches_load_with_one_warning(tmp_path, caplog) -> None:
+    from gausstr_core.data.cache import cache_path, read_depth_map, write_cache_map
+
+    depth = np.linspace(30.0, 60.0, 12, dtype=np.float32).reshape(3, 4)
+    assert write_cache_map(tmp_path, "new", "a", depth) and read_cache_map(tmp_path, "new", "a").dtype == np.float32
+    assert read_cache_map(tmp_path, "new", "a").tobytes() == depth.tobytes()  # float32: exact
+    assert write_cache_map(tmp_path, "feat", "a", np.zeros((2, 3, 4))) and \
+        read_cache_map(tmp_path, "feat", "a").dtype == np.float16
+    old = cache_path(tmp_path, "old", "a")
+    old.parent.mkdir()
+    for token in ("a", "b"):
+        np.save(cache_path(tmp_path, "old", token), depth.astype(np.float16))
+    with caplog.at_level("WARNING", logger="gausstr_core.data.cache"):
+        first = read_depth_map(tmp_path, "old", "a")
+        read_depth_map(tmp_path, "old", "b")
+        read_depth_map(tmp_path, "new", "a")
+    assert first.dtype == np.float32 and np.abs(first - depth).max() <= 0.03
+    warnings = [r for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 1 and "float16" in warnings[0].getMessage()
+    assert "\n" not in warnings[0].getMessage()

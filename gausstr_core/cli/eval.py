@@ -109,6 +109,8 @@ def main(argv: list[str] | None = None) -> int:
     config = run_config(base, args.config, args.data, args.overrides)
     predictor = OccupancyPredictor.from_checkpoint(args.checkpoint, args.device, config=config,
                                                    model_depth=args.depth == "model")
+    print(f"gausstr-eval: vocabulary {predictor.vocabulary.name!r}, text prototypes: "
+          f"{predictor.prototypes_source}", file=sys.stderr)
     result = evaluate(
         predictor, args.split or config.data.val_split, limit=args.limit, mask=args.mask,
         cached_features=args.features == "cache", cached_depth=args.depth == "cache",

@@ -8,8 +8,10 @@
 `--provider` is a YAML/JSON file, an inline YAML mapping or a bare provider name; `--option
 key=value` (YAML value) adds or overrides spec keys. Unset data options come from `--config`
 (`data.*`; the feature/depth kind and provider spec too). Every keyframe image of the split is
-resized (whole frame) to `--input-size` and written to `<cache_root>/<kind>/<sample_data_token>.npy`
-(float16, atomic) with `<kind>/meta.json`. Finished files are skipped, so a killed run resumes.
+resized (whole frame) to `--input-size` for feature providers; depth providers see the original
+image and their maps are resized to `--input-size` as the dataset resizes depth. Maps go to
+`<cache_root>/<kind>/<sample_data_token>.npy` (features float16, depth float32, atomic) with
+`<kind>/meta.json`. Finished files are skipped, so a killed run resumes.
 """
 
 from __future__ import annotations
@@ -94,17 +96,23 @@ def list_image_jobs(
     return jobs
 
 
-def load_batch(jobs: list[ImageJob], input_size: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Images (B, 3, H, W) in [0, 1] resized (whole frame) to input_size, intrinsics (B, 3, 3) at that size."""
+def load_batch(
+    jobs: list[ImageJob], input_size: tuple[int, int] | None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Images (B, 3, H, W) in [0, 1] resized (whole frame) to input_size, or as stored when input_size
+    is None (the original frames, one size for the batch), and intrinsics (B, 3, 3) of those pixels."""
     images, intrinsics = [], []
     for job in jobs:
         if not os.path.isfile(job.path):
             raise FileNotFoundError(f"image of sample_data {job.token} not found: {job.path}")
         with Image.open(job.path) as handle:
             image = torch.from_numpy(np.array(handle.convert("RGB"))).permute(2, 0, 1)
-        resize = plan_resize_crop(tuple(image.shape[-2:]), input_size)
+        resize = plan_resize_crop(tuple(image.shape[-2:]), input_size or tuple(image.shape[-2:]))
         images.append(resize.image(image.float() / 255.0))
         intrinsics.append(resize.matrix.double() @ torch.as_tensor(job.intrinsics, dtype=torch.float64))
+    sizes = sorted({tuple(image.shape[-2:]) for image in images})
+    if len(sizes) > 1:
+        raise ValueError(f"images of one batch differ in size {sizes} ({jobs[0].path} ...); use --batch-size 1")
     return torch.stack(images), torch.stack(intrinsics).float()
 
 
@@ -114,7 +122,7 @@ def check_or_write_meta(root: Path, kind: str, meta: dict[str, Any]) -> None:
         write_cache_meta(root, kind, meta)
         return
     existing = read_cache_meta(root, kind)
-    for key in ("map", "provider", "input_size", "channels", "patch_size"):
+    for key in ("map", "provider", "input_size", "channels", "patch_size", "provider_input"):
         if existing.get(key) != meta.get(key):
             raise ValueError(
                 f"cache {root / kind} was written with {key}={existing.get(key)!r}, this run has {meta.get(key)!r}; "
@@ -136,18 +144,27 @@ def write_maps(
     input_size: tuple[int, int],
     batch_size: int,
 ) -> int:
-    """Run `provider` over the jobs whose cache file is missing; returns the number of files written."""
+    """Run `provider` over the jobs whose cache file is missing; returns the number of files written.
+
+    Feature providers get the images resized (whole frame) to input_size. Depth providers get the
+    original images and their intrinsics, as the authors run the depth model; their maps are then
+    resized to input_size the way GaussTRDataset resizes depth (ResizeCrop.depth).
+    """
+    load_size = input_size if map_kind == MAP_FEATURE else None
     pending = [job for job in jobs if not cache_path(root, kind, job.token).is_file()]
     batches = list(_batches(pending, batch_size))
     progress = tqdm(total=len(jobs), initial=len(jobs) - len(pending), desc=f"{map_kind} -> {kind}", unit="img")
     written = 0
     with ThreadPoolExecutor(max_workers=1) as loader:  # decode the next batch while the model runs
-        upcoming = loader.submit(load_batch, batches[0], input_size) if batches else None
+        upcoming = loader.submit(load_batch, batches[0], load_size) if batches else None
         for index, batch in enumerate(batches):
             images, intrinsics = upcoming.result()
             if index + 1 < len(batches):
-                upcoming = loader.submit(load_batch, batches[index + 1], input_size)
-            maps = provider(images) if map_kind == MAP_FEATURE else provider(images, intrinsics)
+                upcoming = loader.submit(load_batch, batches[index + 1], load_size)
+            if map_kind == MAP_FEATURE:
+                maps = provider(images)
+            else:
+                maps = plan_resize_crop(tuple(images.shape[-2:]), input_size).depth(provider(images, intrinsics))
             for job, array in zip(batch, maps):
                 write_cache_map(root, kind, job.token, array)
                 written += 1
@@ -187,6 +204,8 @@ def run_maps(args: argparse.Namespace) -> None:
     build = build_feature_provider if map_kind == MAP_FEATURE else build_depth_provider
     provider = build(spec, device=args.device)
     meta = {"map": map_kind, "provider": spec["name"], "input_size": list(input_size), "spec": _plain(spec)}
+    if map_kind == MAP_DEPTH:
+        meta["provider_input"] = "original"  # the depth model saw the original images
     if map_kind == MAP_FEATURE:
         meta.update(channels=int(provider.feature_dim), patch_size=int(provider.patch_size))
         if input_size[0] % provider.patch_size or input_size[1] % provider.patch_size:

@@ -59,7 +59,10 @@ def run(args: argparse.Namespace) -> list[Path]:
     record = reader.sample_record(token)
     views = load_sample_views(record, data, depth=args.depth == "cache")
     if dumped is None:
-        prediction = OccupancyPredictor.from_checkpoint(args.checkpoint, args.device, config=config).predict(views)
+        predictor = OccupancyPredictor.from_checkpoint(args.checkpoint, args.device, config=config)
+        print(f"gausstr-viz: vocabulary {predictor.vocabulary.name!r}, text prototypes: "
+              f"{predictor.prototypes_source}", file=sys.stderr)
+        prediction = predictor.predict(views)
     else:
         prediction = dumped
     inputs = prepare_views(views, data.input_size, config.model.patch_size, data.image_size)

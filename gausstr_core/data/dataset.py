@@ -19,7 +19,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from gausstr_core.config import Config
 from gausstr_core.data.augment import plan_resize_crop
-from gausstr_core.data.cache import read_cache_map
+from gausstr_core.data.cache import read_cache_map, read_depth_map
 from gausstr_core.data.nuscenes import CameraRecord, NuScenesReader, SampleRecord
 from gausstr_core.data.occ3d import load_occ3d, occ3d_path
 from gausstr_core.data.sample import Sample, collate_samples
@@ -97,7 +97,8 @@ class GaussTRDataset(Dataset):
             raw = self._cache(self.feature_kind, token, (self.feature_dim, None, None))
             out["features"] = resize.features(raw, self.patch_size)
         if self.depth_kind:
-            out["depth"] = resize.depth(self._cache(self.depth_kind, token, (None, None)))
+            depth = read_depth_map(self.cache_root, self.depth_kind, token, (None, None))
+            out["depth"] = resize.depth(torch.from_numpy(depth))
         if self.segmentation_kind:
             labels = self._cache(self.segmentation_kind, token, (None, None)).round().long()
             out["segmentation"] = resize.labels(labels)

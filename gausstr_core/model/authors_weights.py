@@ -21,6 +21,8 @@ from gausstr_core.config import Config
 from gausstr_core.model.checkpoint import atomic_save, load_state_dict_strict, save_checkpoint
 from gausstr_core.model.gausstr import GaussTR
 from gausstr_core.model.safe_unpickle import load_foreign_checkpoint
+from gausstr_core.predict import resolve_resource
+from gausstr_core.vocabulary import Vocabulary
 
 # (authors' pattern, our replacement); each authors' key matches at most one pattern.
 RENAMES: tuple[tuple[str, str], ...] = (
@@ -128,8 +130,10 @@ def convert_authors_checkpoint(
     src: str | Path, dst: str | Path, config: Config, backbone_out: str | Path | None = None
 ) -> dict[str, Any]:
     """Convert an authors' `.pth` into our checkpoint format (strict: every key mapped, every
-    parameter filled). Text prototypes go to the extra entry 'text_prototypes' (P, C); backbone
-    weights, if any, to `backbone_out` when given. Returns a summary (counts, notes)."""
+    parameter filled). Text prototypes go to the extra entry 'text_prototypes' (P, C), with the
+    vocabulary whose prompts they are ('text_prototypes_vocabulary': config.inference.vocabulary,
+    whose prompt order is the authors'), so predictors use them by default; backbone weights, if
+    any, to `backbone_out` when given. Returns a summary (counts, notes)."""
     state_dict, meta = read_authors_checkpoint(src)
     weights = split_authors_state_dict(state_dict)
     model = GaussTR(config.model)
@@ -141,6 +145,14 @@ def convert_authors_checkpoint(
     extra: dict[str, Any] = {"source": {"file": Path(src).name, "format": "mmengine", "meta": meta}}
     if weights.prototypes is not None:
         extra["text_prototypes"] = weights.prototypes
+        vocabulary = Vocabulary.load(resolve_resource(config.inference.vocabulary, "vocabulary file"))
+        if len(vocabulary.prompts) == weights.prototypes.shape[0]:  # their prompt order is the vocabulary's
+            extra["text_prototypes_vocabulary"] = vocabulary.to_dict()
+        else:
+            notes.append(
+                f"the checkpoint's {weights.prototypes.shape[0]} text prototypes do not fit the "
+                f"{len(vocabulary.prompts)} prompts of vocabulary {vocabulary.name!r}; they will not be used by default"
+            )
     save_checkpoint(dst, model, config, extra)
     if weights.backbone and backbone_out is not None:
         atomic_save(weights.backbone, backbone_out)
