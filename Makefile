@@ -27,11 +27,12 @@ $(STAMPS)/requirements: requirements.txt | $(VPY)
 	@mkdir -p $(STAMPS) && touch $@
 
 # Editable install of gausstr_core / gausstr_ros (console scripts); 'compat' puts the source tree on sys.path.
+# Reinstalling it removes the generated interfaces from site-packages/gausstr_ros, so msgs follows it.
 $(STAMPS)/package: setup.py $(STAMPS)/requirements
 	$(VPY) -m pip install --quiet --no-deps --no-build-isolation -e . --config-settings editable_mode=compat
 	@touch $@
 
-$(STAMPS)/msgs: $(wildcard msg/*.msg srv/*.srv) CMakeLists.txt package.xml cmake/fix_pypi_ros_include_dirs.cmake gausstr_ros/__init__.py $(STAMPS)/requirements
+$(STAMPS)/msgs: $(wildcard msg/*.msg srv/*.srv) CMakeLists.txt package.xml cmake/fix_pypi_ros_include_dirs.cmake gausstr_ros/__init__.py $(STAMPS)/package
 	@mkdir -p .build/gausstr_ros
 	cd .build/gausstr_ros && $(CMAKE_ENV) cmake $(CURDIR) $(CMAKE_ARGS) -DGAUSSTR_INSTALL_PYTHON=OFF > cmake.log 2>&1 \
 		&& $(MAKE) --no-print-directory -j2 install >> cmake.log 2>&1 || (tail -40 cmake.log; exit 1)

@@ -25,7 +25,7 @@ setup(
             "gausstr-query = gausstr_core.cli.query:main",
             "gausstr-bag = gausstr_ros.bag_cli:main",
             "gausstr-play = gausstr_ros.play:main",
-            "occupancy_node = gausstr_ros.node:main",
+            "occupancy_node = gausstr_ros.node_entry:main",
         ]
     },
 )

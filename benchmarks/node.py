@@ -140,7 +140,7 @@ def network_input_difference(predictor: OccupancyPredictor, views, jpegs: list[b
     return float((ours - reference).abs().max()) * 255
 
 
-def stub_node(ros_args: list[str]) -> int:
+def stub_node(ros_args: list[str]) -> None:
     """The occupancy node with OccupancyPredictor.predict replaced by a stub: it makes the network input
     (prepare), checks its size, and returns the prediction of the first call (a real one) again."""
     import gausstr_ros.node as node_module
@@ -158,7 +158,7 @@ def stub_node(ros_args: list[str]) -> int:
         return dataclasses.replace(made["prediction"], timings=timings)
 
     OccupancyPredictor.predict = stub_predict
-    return node_module.main(["stub_node", *ros_args])
+    node_module.main(["stub_node", *ros_args])
 
 
 def live(jpegs: list[bytes], seconds: float, tmp: Path) -> tuple[float, float, int, int]:
@@ -227,7 +227,7 @@ def main() -> None:
     parser.add_argument("--stub-node", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)  # internal: part 2's node
     args = parser.parse_args()
     if args.stub_node is not None:
-        raise SystemExit(stub_node(args.stub_node))
+        stub_node(args.stub_node)  # ends the process
     import rclpy
 
     os.environ.setdefault("ROS_DOMAIN_ID", "57")

@@ -43,7 +43,7 @@ import sys
 import threading
 import time
 import traceback
-from typing import Any
+from typing import Any, NoReturn
 
 import rclpy
 import torch
@@ -75,7 +75,7 @@ from gausstr_ros.node_params import (
     resolve_depth_source,
 )
 from gausstr_ros.qos import OUTPUT_QOS, SENSOR_QOS, TF_QOS, TF_STATIC_QOS
-from gausstr_ros.shutdown import StopSignals, init_ros
+from gausstr_ros.shutdown import StopSignals, exit_process, init_ros
 from gausstr_ros.stamp_guard import StampGuard, Verdict
 from gausstr_ros.stamps import make_header, stamp_to_ns
 from gausstr_ros.sync import ApproximateTimeSync, SyncedSet
@@ -529,31 +529,37 @@ def _free_gpu_memory() -> None:
         torch.cuda.empty_cache()
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Console entry point: `occupancy_node --ros-args -p checkpoint:=model.pth -r ...`; exit code 0 on
-    SIGINT / SIGTERM in any lifecycle state (gausstr_ros.shutdown)."""
+def main(argv: list[str] | None = None) -> NoReturn:
+    """`python -m gausstr_ros.node --ros-args -p checkpoint:=model.pth -r ...` (the console script is
+    gausstr_ros.node_entry, which catches signals before importing this module)."""
     with StopSignals() as stop:
-        init_ros(argv if argv is not None else sys.argv)
-        node = OccupancyNode()
-        executor = SingleThreadedExecutor()
-        executor.add_node(node)
-        try:
-            if node.get_parameter("autostart").value and not node.autostart():
-                node.get_logger().error("autostart did not reach the active state; the node stays up (lifecycle "
-                                        "services: configure it again after fixing the parameters)")
-            while not stop.is_set() and rclpy.ok():
-                executor.spin_once(timeout_sec=0.1)
-        except ExternalShutdownException:
-            pass
-        finally:
-            if stop.received:
-                node.get_logger().info(f"{stop.received[0]}: shutting down")
-            node.release()
-            executor.shutdown()
-            node.destroy_node()
-            rclpy.try_shutdown()
-    return 0
+        run(argv if argv is not None else sys.argv, stop)
+
+
+def run(argv: list[str], stop: StopSignals) -> NoReturn:
+    """Run the node until `stop` (SIGINT / SIGTERM) in any lifecycle state, tear it down in order and end
+    the process with exit code 0 (gausstr_ros.shutdown)."""
+    init_ros(argv)
+    node = OccupancyNode()
+    executor = SingleThreadedExecutor()
+    executor.add_node(node)
+    try:
+        if node.get_parameter("autostart").value and not stop.is_set() and not node.autostart():
+            node.get_logger().error("autostart did not reach the active state; the node stays up (lifecycle "
+                                    "services: configure it again after fixing the parameters)")
+        while not stop.is_set() and rclpy.ok():
+            executor.spin_once(timeout_sec=0.1)
+    except ExternalShutdownException:
+        pass
+    finally:
+        if stop.received:
+            node.get_logger().info(f"{stop.received[0]}: shutting down")
+        node.release()
+        executor.shutdown()
+        node.destroy_node()
+        rclpy.try_shutdown()
+    exit_process(0)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()
