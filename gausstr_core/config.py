@@ -109,6 +109,7 @@ class InferenceConfig:
 
 
 AMP_MODES = ("fp16", "bf16", "off")
+VAL_METRICS = ("miou17", "miou15", "iou", "density_iou")  # EvalResult.scores() names
 
 
 @dataclass
@@ -141,8 +142,19 @@ class TrainConfig:
     image_log_every: int = 500
     seed: int = 0
     work_dir: str = "work_dirs/gausstr"
+    # validation during training: every val_every epochs (0: never) on val_split ("": data.val_split),
+    # its first val_limit keyframes (0: all); best.pt = the checkpoint with the highest best_metric
+    val_every: int = 0
+    val_split: str = ""
+    val_limit: int = 0
+    best_metric: str = "miou17"  # one of VAL_METRICS
 
     def __post_init__(self) -> None:
+        if self.best_metric not in VAL_METRICS:
+            raise ValueError(f"config: train.best_metric must be one of {list(VAL_METRICS)}, got {self.best_metric!r}")
+        if self.val_every < 0 or self.val_limit < 0:
+            raise ValueError(f"config: train.val_every and train.val_limit must be >= 0, got {self.val_every}, "
+                             f"{self.val_limit}")
         if isinstance(self.amp, bool):
             self.amp = "bf16" if self.amp else "off"
         if self.amp not in AMP_MODES:

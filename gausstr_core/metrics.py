@@ -5,19 +5,26 @@ prediction, over the voxels where the mask (mask_camera, or mask_lidar) is true.
 IoU_c = TP / (TP + FP + FN), NaN for a class absent from both. mIoU over 17 classes (the authors'
 protocol) = nanmean of every class but free; over 15 classes (LangOcc / GaussianFlowOcc) also
 without others (0) and other_flat (12). Geometry IoU: occupied (any class but free) vs free.
-Values are fractions in [0, 1]; table() prints percentages.
+Density IoU (occupancy_from_density): the geometry IoU of "density above the threshold", labels
+ignored. Values are fractions in [0, 1]; table() prints percentages. Oracle files (written by
+benchmarks/oracle_synthetic.py) hold the ceilings a trained model's scores are compared with.
 """
 
 from __future__ import annotations
 
+import json
+import math
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 import torch
 
 from gausstr_core.data.occ3d import OCC3D_CLASSES as OCC3D_CLASS_NAMES
 
-__all__ = ["OCC3D_CLASS_NAMES", "OccupancyMetrics"]
+__all__ = ["OCC3D_CLASS_NAMES", "ORACLE_SCORES", "OccupancyMetrics", "occupancy_from_density", "oracle_ceiling",
+           "oracle_fractions"]
+ORACLE_SCORES = ("iou", "miou17", "miou15", "density_iou")
 
 _NOT_IN_15 = ("others", "other_flat")
 
@@ -139,3 +146,39 @@ class OccupancyMetrics:
         lines += [f"{name:<{width}}  {'n/a' if v is None else f'{100 * v:6.2f}':>6}" for name, v in rows]
         lines.append(f"({summary['num_voxels']} voxels)")
         return "\n".join(lines)
+
+
+def occupancy_from_density(density: torch.Tensor, threshold: float, free_label: int = 17) -> torch.Tensor:
+    """(X, Y, Z) voxel density -> uint8 labels: 0 where density > threshold (occupied, class ignored),
+    else free_label; scored with geometry_iou() it gives the density IoU."""
+    return torch.where(density > threshold, 0, free_label).to(torch.uint8)
+
+
+def oracle_ceiling(path: str | Path, queries_per_view: int, camera_mask: str) -> dict[str, float]:
+    """The oracle's scores ({ORACLE_SCORES name: fraction}) for `queries_per_view` Gaussians per
+    view from an oracle file; ValueError when the file was made for another camera-mask rule or
+    holds no result for that many queries."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"oracle file not found: {path}")
+    try:
+        oracle = json.loads(path.read_text())
+        results, rule = oracle["results"], oracle["camera_mask"]
+    except (json.JSONDecodeError, KeyError, TypeError) as exc:
+        raise ValueError(f"{path} is not an oracle file (benchmarks/oracle_synthetic.py --json): {exc}") from exc
+    if rule != camera_mask:
+        raise ValueError(f"oracle {path} was scored against the {rule!r} camera mask, the data has {camera_mask!r}")
+    if str(queries_per_view) not in results:
+        raise ValueError(f"oracle {path} has results for {sorted(results)} queries per view, "
+                         f"not the model's {queries_per_view}")
+    return {k: float(results[str(queries_per_view)][k]) for k in ORACLE_SCORES}
+
+
+def oracle_fractions(scores: dict[str, float], ceiling: dict[str, float]) -> str:
+    """One line per score: the model's value, the oracle's and their ratio (percent, percent, ratio)."""
+    lines = []
+    for name in ORACLE_SCORES:
+        value, top = scores.get(name, math.nan), ceiling[name]
+        ratio = value / top if top > 0 else math.nan
+        lines.append(f"{name:<12} model {100 * value:6.2f}  oracle {100 * top:6.2f}  fraction {ratio:.3f}")
+    return "\n".join(lines)

@@ -24,7 +24,7 @@ from gausstr_core.cli.entry import CliParser, console_script
 from gausstr_core.cli.run_config import add_run_config_arguments, checkpoint_config, run_config
 from gausstr_core.data.nuscenes import NuScenesReader
 from gausstr_core.data.occ3d import load_occ3d, occ3d_path
-from gausstr_core.metrics import OccupancyMetrics
+from gausstr_core.metrics import OccupancyMetrics, occupancy_from_density, oracle_ceiling, oracle_fractions
 from gausstr_core.predict import STAGES, OccupancyPredictor
 from gausstr_core.prediction_io import load_sample_views, save_prediction
 
@@ -37,10 +37,16 @@ class EvalResult:
     metrics: OccupancyMetrics
     tokens: list[str] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)  # mean ms per stage
+    density: OccupancyMetrics = field(default_factory=OccupancyMetrics)  # density > threshold vs occupied
+
+    def scores(self) -> dict[str, float]:
+        """Label IoU, mIoU over 17 and 15 classes, density IoU (fractions)."""
+        return {"iou": self.metrics.geometry_iou(), "miou17": self.metrics.miou(17), "miou15": self.metrics.miou(15),
+                "density_iou": self.density.geometry_iou()}
 
     def to_dict(self) -> dict:
         return {"samples": len(self.tokens), "tokens": self.tokens, "metrics": self.metrics.to_dict(),
-                "timings_ms": self.timings}
+                "density_iou": self.density.geometry_iou(), "timings_ms": self.timings}
 
 
 def evaluate(
@@ -74,6 +80,8 @@ def evaluate(
         truth = load_occ3d(occ3d_path(data.occ_root, record.scene, token), shape=predictor.grid.dims)
         visible = {"camera": truth.mask_camera, "lidar": truth.mask_lidar, "none": None}[mask]
         result.metrics.update(prediction.labels_occ3d().cpu(), truth.semantics, visible)
+        occupied = occupancy_from_density(prediction.density.cpu(), predictor.config.inference.density_threshold)
+        result.density.update(occupied, truth.semantics, visible)
         for stage, ms in prediction.timings.items():
             result.timings[stage] += ms / len(tokens)
         if dump_dir is not None:
@@ -97,6 +105,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--json", help="write metrics, tokens and mean stage timings to this JSON file")
     parser.add_argument("--dump-dir", help="write one prediction dump <token>.npz per sample here")
     parser.add_argument("--no-progress", action="store_true", help="no tqdm bar")
+    parser.add_argument("--oracle", help="oracle file (benchmarks/oracle_synthetic.py --json) of this synthetic "
+                        "world: print the scores as fractions of its ceiling for the model's queries per view")
     return parser
 
 
@@ -117,6 +127,15 @@ def main(argv: list[str] | None = None) -> int:
         dump_dir=args.dump_dir, progress=not args.no_progress,
     )
     print(result.metrics.table())
+    print(f"density IoU (occupied = density > {config.inference.density_threshold:g}, labels ignored): "
+          f"{100 * result.density.geometry_iou():.2f}")
+    if args.oracle:
+        from gausstr_core.data.synthetic.generate import world_camera_mask
+
+        queries = predictor.config.model.num_queries
+        ceiling = oracle_ceiling(args.oracle, queries, world_camera_mask(config.data.dataroot))
+        print(f"against the oracle ({queries} Gaussians per view, {args.oracle}):")
+        print(oracle_fractions(result.scores(), ceiling))
     print("mean ms per sample: " + ", ".join(f"{k} {v:.1f}" for k, v in result.timings.items()))
     if args.json:
         summary = {"checkpoint": str(args.checkpoint), "split": args.split or config.data.val_split,

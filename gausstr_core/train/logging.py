@@ -78,6 +78,16 @@ class TrainLogger:
         target_rgb = torch.einsum("chw,cq->qhw", target[0], basis.float())
         writer.add_image("features/target_pca", _normalise(target_rgb), step)
 
+    def log_validation(self, step: int, epoch: int, split: str, scores: dict[str, float]) -> None:
+        """One line (through tqdm, so bars stay intact) and TensorBoard val/<name> at `step`."""
+        if not self.enabled:
+            return
+        shown = ", ".join(f"{name} {100 * value:.2f}" for name, value in scores.items())
+        tqdm.write(f"validation after epoch {epoch} (step {step}, split {split}): {shown}")
+        writer = self._tb()
+        for name, value in scores.items():
+            writer.add_scalar(f"val/{name}", value, step)
+
     def end_epoch(self) -> None:
         if self.bar is not None:
             self.bar.close()

@@ -3,7 +3,12 @@
 Checkpoints: `<work_dir>/checkpoints/latest.pt` (every `train.checkpoint_every` steps and at each
 epoch end) and `epoch_<e>.pt` (the same file, put in place before latest.pt: see `_Trainer.save`),
 each a model checkpoint (gausstr_core.model.checkpoint) with a
-`train_state` extra: optimizer, scheduler, step, epoch, batches consumed in the epoch, RNG states.
+`train_state` extra: optimizer, scheduler, step, epoch, batches consumed in the epoch, RNG states,
+the best validation score so far. Validation (train.val_every > 0): at every val_every-th epoch end,
+rank 0 scores the model on train.val_split (gausstr_core.cli.eval.evaluate with the feature and
+depth caches) and logs IoU, mIoU over 17 and 15 classes and density IoU (log line and TensorBoard
+val/*); when train.best_metric beats the best so far, that epoch's checkpoint is also put in place
+as `best.pt` (before latest.pt). A resumed run keeps the best so far.
 Only rank 0 writes; at start, each rank removes its own temporaries left by killed runs. A resumed
 single-process run continues bit-exactly.
 """
@@ -141,6 +146,8 @@ class _Trainer:
         self.amp_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(cfg.amp) if cuda else None
         self.scaler = torch.amp.GradScaler("cuda", enabled=cuda and cfg.amp == "fp16")
         self.step, self.epoch, self.consumed = 0, 0, 0
+        self.best: dict[str, Any] | None = None  # best validation so far: metric, value, epoch, step
+        self.validator = None  # OccupancyPredictor around self.model, built at the first validation
         self.logger = TrainLogger(
             Path(cfg.work_dir), enabled=info.is_main, show_progress=show_progress, log_every=cfg.log_every
         )
@@ -164,6 +171,7 @@ class _Trainer:
         self.loader.generator.set_state(state["loader_rng"])
         if state.get("scaler"):
             self.scaler.load_state_dict(state["scaler"])
+        self.best = state.get("best")
 
     def save(self, *names: str) -> Path:
         """Write one checkpoint under every name (default latest.pt), put in place in the given order
@@ -181,10 +189,40 @@ class _Trainer:
                 "rng": capture_rng_state(),
                 "loader_rng": self.loader.generator.get_state(),
                 "scaler": self.scaler.state_dict(),
+                "best": self.best,
             }
             save_checkpoint(paths, self.model, self.config, extra={"train_state": train_state})
         barrier(self.info)
         return paths[-1]
+
+    # -- validation --------------------------------------------------------------------------
+
+    def validate(self) -> bool:
+        """Score the model on the validation split and log it (rank 0; other ranks return False);
+        True when train.best_metric beats the best so far (then self.best is updated)."""
+        if not self.info.is_main:
+            return False
+        from gausstr_core.cli.eval import evaluate
+        from gausstr_core.predict import OccupancyPredictor, default_feature_spec, matching_text_encoder_spec
+
+        cfg = self.config.train
+        split = cfg.val_split or self.config.data.val_split
+        if self.validator is None:
+            inference = self.config.inference
+            text = dict(inference.text_encoder) or matching_text_encoder_spec(default_feature_spec(self.config))
+            self.validator = OccupancyPredictor(self.model, self.config, device=self.info.device, text_encoder=text)
+        self.model.eval()
+        try:
+            result = evaluate(self.validator, split, limit=cfg.val_limit or None, cached_features=True, progress=False)
+        finally:
+            self.model.train()
+        scores = result.scores()
+        self.logger.log_validation(self.step, self.epoch, split, scores)
+        value = scores[cfg.best_metric]
+        if not math.isfinite(value) or (self.best is not None and value <= self.best["value"]):
+            return False
+        self.best = {"metric": cfg.best_metric, "value": value, "epoch": self.epoch, "step": self.step}
+        return True
 
     # -- one step ----------------------------------------------------------------------------
 
@@ -269,7 +307,8 @@ class _Trainer:
             if self.consumed >= self.iters_per_epoch:
                 self.epoch += 1
                 self.consumed = 0
-                last_ckpt = self.save(f"epoch_{self.epoch}.pt", "latest.pt")
+                best = cfg.val_every > 0 and self.epoch % cfg.val_every == 0 and self.validate()
+                last_ckpt = self.save(f"epoch_{self.epoch}.pt", *(("best.pt",) if best else ()), "latest.pt")
             elif saved_step != self.step:
                 last_ckpt = self.save()
             self.logger.end_epoch()
