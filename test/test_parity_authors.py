@@ -245,3 +245,21 @@ def test_predictor_runs_the_depth_provider_on_the_original_frames(tmp_path: Path
     assert depth.calls == 2  # the call above; none for `given`
     torch.testing.assert_close(from_provider.gaussians.means, given.gaussians.means)
     assert torch.equal(from_provider.labels, given.labels)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("amp", ["fp16", "bf16"])
+def test_mixed_precision_training_on_cuda(tiny_train_args: list[str], tmp_path: Path, amp: str) -> None:
+    """train.amp=fp16 (the authors') trains with a GradScaler whose state is checkpointed; bf16 without one."""
+    from gausstr_core.cli.train import main as train_main
+    from gausstr_core.model.checkpoint import load_checkpoint
+
+    argv = [*tiny_train_args, f"train.amp={amp}", "--device", "cuda", "--max-steps", "2", "--no-progress",
+            "--work-dir", str(tmp_path)]
+    assert train_main(argv) == 0
+    state = load_checkpoint(tmp_path / "checkpoints" / "latest.pt")["train_state"]
+    assert state["step"] == 2
+    if amp == "fp16":
+        assert state["scaler"]["scale"] > 0 and "growth_tracker" in state["scaler"]
+    else:
+        assert state["scaler"] == {}

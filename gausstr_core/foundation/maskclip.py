@@ -101,13 +101,19 @@ class MaskCLIPFeatureProvider(FrozenModel):
         return patches.transpose(1, 2).reshape(batch, self.feature_dim, rows, cols)
 
     def _position_embedding(self, rows: int, cols: int) -> torch.Tensor:
-        """(1 + rows * cols, width) class + patch position embeddings for a rows x cols patch grid."""
+        """(1 + rows * cols, width) class + patch position embeddings for a rows x cols patch grid.
+
+        Bicubic resampling as FeatUp's featuriser does it (DINO's recipe): scale factors
+        (n + 0.1) / N, used as given, which places the samples slightly off a plain resize to n."""
         pos = self.visual.positional_embedding
         grid_rows, grid_cols = self.visual.grid_size
         if (rows, cols) == (grid_rows, grid_cols):
             return pos
         grid = pos[1:].reshape(1, grid_rows, grid_cols, -1).permute(0, 3, 1, 2)
-        grid = F.interpolate(grid, size=(rows, cols), mode="bicubic", align_corners=False)
+        scale = ((rows + 0.1) / grid_rows, (cols + 0.1) / grid_cols)
+        grid = F.interpolate(
+            grid, scale_factor=scale, mode="bicubic", align_corners=False, recompute_scale_factor=False
+        )
         return torch.cat([pos[:1], grid.flatten(2)[0].transpose(0, 1)], dim=0)
 
 
