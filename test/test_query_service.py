@@ -125,3 +125,13 @@ def test_query_service_statuses_answers_and_standing_topics(ros_domain_id: int) 
         node.destroy_node()
         client_node.destroy_node()
         rclpy.shutdown()
+
+
+def test_rviz_config_colours_the_relevance_cloud_by_relevance(repo_root) -> None:
+    import yaml
+
+    config = yaml.safe_load((repo_root / "config" / "gausstr.rviz").read_text())
+    displays = {d["Topic"]["Value"]: d for d in config["Visualization Manager"]["Displays"] if "Topic" in d}
+    cloud = displays["/gausstr_occupancy/query/relevance"]
+    assert cloud["Class"] == "rviz_default_plugins/PointCloud2" and cloud["Enabled"]
+    assert cloud["Color Transformer"] == "Intensity" and cloud["Channel Name"] == "relevance"
