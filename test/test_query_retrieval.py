@@ -1,4 +1,4 @@
-"""benchmarks/retrieval_synthetic.py's average precision against hand-computed values."""
+"""gausstr_core.retrieval.average_precision (benchmarks/retrieval_synthetic.py) against hand-computed values."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from benchmarks.retrieval_synthetic import average_precision
+from gausstr_core.retrieval import average_precision
 
 
 def test_average_precision_step_integral() -> None:
