@@ -7,6 +7,16 @@ noise seeded by the image content (the same image always gives the same features
 encoder maps class names and common synonyms ("person", "road", "grass", "building", ...) to the
 same prototypes. An unknown prompt gets a deterministic hashed random unit vector (nearly
 orthogonal to every prototype, like a concept absent from the world); `strict=True` raises instead.
+
+The provider only reads images of the synthetic world and refuses others (NotSyntheticImageError)
+by a palette-fit test (`check_palette_fit`): a pixel is *interior* when its 3 x 3 neighbourhood
+decodes to one class, and *misfit* when it lies farther than FIT_TOLERANCE (0.06 in [0, 1] RGB,
+15 levels) from its fitted palette colour. An image passes when at least MIN_INTERIOR (30 %) of
+its pixels are interior and at most MAX_MISFIT (20 %) of the interior ones are misfits. Measured
+by benchmarks/palette_fit.py: synthetic images at JPEG quality 50-95, 160x90 and 960x540
+originals and those resized down to 48x28 have >= 53 % interior pixels and <= 6 % misfits;
+matplotlib's sample photographs (colour or grey) >= 58 % misfits; value noise, random checkers
+and grey ramps >= 43 % misfits, uniform noise 0 % interior pixels.
 """
 
 from __future__ import annotations
@@ -18,6 +28,15 @@ import torch
 import torch.nn.functional as F
 
 from gausstr_core.data.synthetic.palette import BRIGHTNESS_RANGE, PALETTE_CLASSES, palette_tensor
+from gausstr_core.errors import UserError
+
+FIT_TOLERANCE = 0.06  # RGB distance in [0, 1] from the fitted palette colour
+MIN_INTERIOR = 0.30  # fraction of pixels whose 3 x 3 neighbourhood decodes to one class
+MAX_MISFIT = 0.20  # fraction of interior pixels farther than FIT_TOLERANCE
+
+
+class NotSyntheticImageError(UserError):
+    """An image given to the synthetic feature provider is not from the synthetic world."""
 
 
 def class_prototypes(feature_dim: int, seed: int = 0) -> torch.Tensor:
@@ -28,22 +47,48 @@ def class_prototypes(feature_dim: int, seed: int = 0) -> torch.Tensor:
 
 
 def decode_classes(images: torch.Tensor) -> torch.Tensor:
-    """(B, 3, H, W) RGB in [0, 1] -> (B, H, W) int64 palette class ids (17 = sky).
+    """(B, 3, H, W) RGB in [0, 1] -> (B, H, W) int64 palette class ids (17 = sky)."""
+    return palette_fit(images)[0]
+
+
+def palette_fit(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(B, 3, H, W) RGB in [0, 1] -> class ids (B, H, W) int64 and distances (B, H, W) to the fitted colour.
 
     Each pixel picks the palette colour c minimising |pixel - a c| with the brightness a fitted
     and clipped to the renderer's range (slightly widened).
     """
     colours = palette_tensor().to(images.device)  # (K, 3)
     lo, hi = BRIGHTNESS_RANGE[0] - 0.05, BRIGHTNESS_RANGE[1] + 0.05
-    out = []
+    classes, distances = [], []
     for image in images:  # one image at a time bounds memory to K x H x W
         pix = image.reshape(3, -1).T  # (P, 3)
         dot = pix @ colours.T  # (P, K)
         norm2 = (colours * colours).sum(1)
         scale = (dot / norm2).clamp(lo, hi)
         residual = scale * (scale * norm2 - 2 * dot)  # |pix - scale c|^2 - |pix|^2
-        out.append(residual.argmin(dim=1).reshape(image.shape[1:]))
-    return torch.stack(out)
+        best, index = residual.min(dim=1)
+        classes.append(index.reshape(image.shape[1:]))
+        distances.append((best + (pix * pix).sum(1)).clamp(min=0).sqrt().reshape(image.shape[1:]))
+    return torch.stack(classes), torch.stack(distances)
+
+
+def check_palette_fit(classes: torch.Tensor, distances: torch.Tensor) -> None:
+    """Raise NotSyntheticImageError for the first image failing the palette-fit test (module docstring).
+
+    classes, distances: (B, H, W) from palette_fit.
+    """
+    padded = F.pad(classes[:, None].float(), (1, 1, 1, 1), mode="replicate")
+    interior = (F.max_pool2d(padded, 3, 1) == -F.max_pool2d(-padded, 3, 1))[:, 0]  # (B, H, W)
+    for i, (inside, far) in enumerate(zip(interior, distances > FIT_TOLERANCE)):
+        share = float(inside.float().mean())
+        misfit = float((inside & far).sum()) / max(int(inside.sum()), 1)
+        if share < MIN_INTERIOR or misfit > MAX_MISFIT:
+            raise NotSyntheticImageError(
+                f"image {i} of the batch is not from the synthetic world: {share:.0%} of its pixels lie in "
+                f"single-class regions (>= {MIN_INTERIOR:.0%} needed) and {misfit:.0%} of those fit no palette "
+                f"colour (<= {MAX_MISFIT:.0%} allowed); the 'synthetic' feature provider only reads gausstr-synth "
+                "images: configure a real one (e.g. maskclip, dinov2) for other data"
+            )
 
 
 class SyntheticFeatureProvider:
@@ -73,7 +118,8 @@ class SyntheticFeatureProvider:
         if images.shape[-2] < p or images.shape[-1] < p:
             raise ValueError(f"SyntheticFeatureProvider: images {tuple(images.shape[-2:])} smaller than patch size {p}")
         images = images.to(self.device)
-        classes = decode_classes(images)
+        classes, distances = palette_fit(images)
+        check_palette_fit(classes, distances)
         onehot = F.one_hot(classes, len(PALETTE_CLASSES)).permute(0, 3, 1, 2).float()
         fractions = F.avg_pool2d(onehot, p)  # (B, K, h, w)
         features = torch.einsum("bkhw,kc->bchw", fractions, self.prototypes)
