@@ -42,13 +42,17 @@ NETWORK_INPUT = (504, 896)
 
 
 def make_jpegs() -> list[bytes]:
-    """Six 1600x900 JPEGs of textured content, >= 150 KB each."""
+    """Six 1600x900 JPEGs, >= 150 KB each: blocks of the synthetic world's palette colours (what the tiny
+    model's synthetic feature provider reads) with per-pixel noise."""
+    from gausstr_core.data.synthetic.palette import palette_tensor
+
+    colours = (palette_tensor().numpy() * 255).round()
     out = []
     for seed in range(6):
         rng = np.random.default_rng(seed)
-        yy, xx = np.mgrid[0:HEIGHT, 0:WIDTH]
-        base = np.stack([(xx * (seed + 1) // 7) % 256, (yy * 3) % 256, ((xx + yy) // 5) % 256], -1)
-        noise = rng.integers(0, 24, (HEIGHT, WIDTH, 3))
+        blocks = colours[rng.integers(0, len(colours), (HEIGHT // 50 + 1, WIDTH // 50 + 1))]
+        base = blocks.repeat(50, 0).repeat(50, 1)[:HEIGHT, :WIDTH]
+        noise = rng.integers(-3, 4, (HEIGHT, WIDTH, 3))
         buf = io.BytesIO()
         PILImage.fromarray((base + noise).clip(0, 255).astype(np.uint8)).save(buf, format="JPEG", quality=85)
         out.append(buf.getvalue())

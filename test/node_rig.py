@@ -45,10 +45,23 @@ def camera_to_base(yaw: float) -> np.ndarray:
     return out
 
 
-def jpeg(seed: int) -> bytes:
+def palette_image(seed: int, height: int = HEIGHT, width: int = WIDTH, block: int = 8, noise: int = 0) -> np.ndarray:
+    """(H, W, 3) uint8: blocks of the synthetic world's palette colours (what its feature provider reads),
+    plus uniform noise of +- `noise` levels."""
+    from gausstr_core.data.synthetic.palette import palette_tensor
+
     rng = np.random.default_rng(seed)
+    colours = (palette_tensor().numpy() * 255).round()
+    blocks = colours[rng.integers(0, len(colours), (-(-height // block), -(-width // block)))]
+    image = blocks.repeat(block, 0).repeat(block, 1)[:height, :width]
+    if noise:
+        image = image + rng.integers(-noise, noise + 1, image.shape)
+    return image.clip(0, 255).astype(np.uint8)
+
+
+def jpeg(seed: int) -> bytes:
     buf = io.BytesIO()
-    PILImage.fromarray(rng.integers(0, 255, (HEIGHT, WIDTH, 3), dtype=np.uint8)).save(buf, format="JPEG")
+    PILImage.fromarray(palette_image(seed)).save(buf, format="JPEG", quality=90)
     return buf.getvalue()
 
 

@@ -12,7 +12,19 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from node_rig import CAMERAS, HEIGHT, PERIOD_S, WIDTH, Rig, spin_for, start_node, tiny_checkpoint, wait_log, wait_output
+from node_rig import (
+    CAMERAS,
+    HEIGHT,
+    PERIOD_S,
+    WIDTH,
+    Rig,
+    palette_image,
+    spin_for,
+    start_node,
+    tiny_checkpoint,
+    wait_log,
+    wait_output,
+)
 
 pytestmark = [pytest.mark.ros, pytest.mark.slow]
 SEC = 1_000_000_000
@@ -110,7 +122,7 @@ def test_time_tf_and_image_faults_do_not_blind_the_node(checkpoint, ros, tmp_pat
         assert peak_rss_mb(proc.process.pid) - peak < 100, "the bomb was decoded"
 
         # 16-bit PNGs are converted, not an "inference failed" traceback.
-        rgb16 = np.random.default_rng(0).integers(0, 65535, (HEIGHT, WIDTH, 3)).astype(">u2")
+        rgb16 = (palette_image(0).astype(np.uint32) * 257).astype(">u2")
         wide = png(WIDTH, HEIGHT, 16, b"".join(b"\x00" + row.tobytes() for row in rgb16))
         failed = int(recorder.diagnostic_values()["sets failed"])
         before = recorder.count("occupancy")
