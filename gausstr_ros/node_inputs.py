@@ -107,10 +107,12 @@ def decode_views(
     max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
     network_input: bool = False,
 ) -> DecodedViews:
-    """Decode the set's images (in parallel; JPEGs at the coarsest libjpeg scale covering input_size (H, W); each
-    checked against its CameraInfo size and max_pixels before decoding) and depths into Views: intrinsics
+    """Decode the set's images (in parallel; for the network input JPEGs at the coarsest libjpeg scale covering
+    input_size (H, W); each checked against its CameraInfo size and max_pixels before decoding) and depths
+    into Views: intrinsics
     (N, 3, 3) CameraInfo pixels, cam2ego (N, 4, 4) optical -> base frame, image_size = CameraInfo (H, W), and
-    network_input False: images (N, 3, h, w) uint8 full frame, depths (N, h', w') m or None;
+    network_input False: images (N, 3, H, W) uint8 full frame at full resolution (what the depth provider
+    sees), depths (N, h', w') m or None;
     network_input True: images (N, 3, H, W) at input_size (uint8 on the CPU, float [0, 1] on CUDA), depths
     (N, H, W) m or None, img_aug (N, 3, 3) original -> input pixels (see the module docstring)."""
     start = time.perf_counter()
@@ -123,8 +125,8 @@ def decode_views(
 
     def decode(camera: str, msg: Image | CompressedImage) -> torch.Tensor:
         try:
-            image = decode_image_msg(msg, min_size=input_size, device=device, expected_size=(height, width),
-                                     max_pixels=max_pixels)
+            image = decode_image_msg(msg, min_size=input_size if network_input else None, device=device,
+                                     expected_size=(height, width), max_pixels=max_pixels)
         except ImageDecodeError as err:
             raise InputError("bad image", camera, str(err)) from err
         return image if resize is None else resize_to_input(image, resize)
