@@ -103,3 +103,35 @@ def test_problems_are_counted_and_warnings_throttled():
     assert levels["node: pipeline"] == (DiagnosticStatus.WARN, "waiting for calibration: tf")
     assert levels["node: input problems"][0] == DiagnosticStatus.WARN  # seen within recent_s
     assert array.header.stamp.sec == 3
+
+
+def test_network_input_made_while_decoding_is_within_1_255_of_the_full_decode_resize_crop():
+    """The node resizes in uint8 in its decoding threads; the model must see (almost) what the predictor's
+    float ResizeCrop of the full decode gives: within 1/255 per pixel at 1600x900 -> 504x896."""
+    import io
+
+    import numpy as np
+    import torch
+    from PIL import Image as PILImage
+    from torchvision.io import ImageReadMode, decode_jpeg
+
+    from gausstr_core.data.augment import plan_resize_crop
+    from gausstr_ros.image_codec import CameraIntrinsics, compressed_image_msg
+    from gausstr_ros.node_inputs import FrameSet, decode_views
+    from gausstr_ros.stamps import make_header
+
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[0:900, 0:1600]
+    rgb = np.stack([(xx // 7) % 256, (yy * 3) % 256, ((xx + yy) // 5) % 256], -1) + rng.integers(0, 24, (900, 1600, 3))
+    buf = io.BytesIO()
+    PILImage.fromarray(rgb.clip(0, 255).astype(np.uint8)).save(buf, format="JPEG", quality=85)
+    msg = compressed_image_msg(buf.getvalue(), make_header("cam", 0))
+    info = CameraIntrinsics(np.array([[1000.0, 0, 800], [0, 1000, 450], [0, 0, 1]]), 1600, 900, "cam")
+    frame = FrameSet((0,), (msg,), None, 0.0)
+    views = decode_views(frame, ["cam"], [info], np.eye(4)[None], (504, 896), network_input=True).views
+    assert views.images.dtype == torch.uint8 and tuple(views.images.shape) == (1, 3, 504, 896)
+    resize = plan_resize_crop((900, 1600), (504, 896))
+    torch.testing.assert_close(views.img_aug[0], resize.matrix)
+    full = decode_jpeg(torch.frombuffer(bytearray(buf.getvalue()), dtype=torch.uint8), mode=ImageReadMode.RGB)
+    reference = resize.image(full[None]) / 255.0
+    assert float((views.images.float() / 255.0 - reference).abs().max()) <= 1 / 255

@@ -268,3 +268,19 @@ def test_16_bit_images_become_8_bit_and_other_layouts_are_refused(rgb):
     twelve_bit[sof + 4] = 12
     with pytest.raises(ImageDecodeError, match="12-bit samples"):
         decode_image_msg(compressed_image_msg(bytes(twelve_bit), HEADER))
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_gpu_decode_and_resize_give_the_cpu_network_input(rgb):
+    """With device cuda (gpu_preprocess), decoding (nvjpeg) and the resize run on the GPU; the network input
+    matches the CPU path up to nvjpeg's rounding."""
+    from gausstr_core.data.augment import plan_resize_crop
+    from gausstr_ros.node_inputs import resize_to_input
+
+    msg = compressed_image_msg(encode(rgb, "JPEG", quality=90), HEADER)
+    resize = plan_resize_crop((240, 320), (112, 200))
+    gpu = resize_to_input(decode_image_msg(msg, device="cuda", expected_size=(240, 320)), resize)
+    assert gpu.is_cuda and gpu.is_floating_point() and tuple(gpu.shape) == (3, 112, 200)
+    cpu = resize_to_input(decode_image_msg(msg), resize).float() / 255
+    assert float((gpu.cpu() - cpu).abs().max()) <= 4 / 255
