@@ -67,7 +67,7 @@ def write_atomic(
     try:
         current = folder
         folder.mkdir(parents=True, exist_ok=True)
-        current = temps[0]
+        current = paths[-1]  # (its temporary file)
         with open(temps[0], "wb") as handle:
             write(handle)
             handle.flush()
