@@ -25,6 +25,7 @@ from rclpy.serialization import deserialize_message
 from rosbags.rosbag2 import Reader
 from rosgraph_msgs.msg import Clock
 
+from gausstr_core.cli.entry import CliParser, console_script
 from gausstr_ros.qos import CLOCK_QOS, from_bag_qos
 from gausstr_ros.shutdown import StopSignals, init_ros
 from gausstr_ros.stamps import ns_to_stamp
@@ -136,7 +137,7 @@ class BagPlayer:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="gausstr-play", description=__doc__.split("\n")[0])
+    p = CliParser(prog="gausstr-play", description=__doc__.split("\n")[0])
     p.add_argument("bag", help="bag folder (with metadata.yaml)")
     p.add_argument("--rate", type=float, default=1.0, help="playback speed factor")
     p.add_argument("--loop", action="store_true", help="start again at the end, until Ctrl-C")
@@ -150,6 +151,7 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+@console_script("gausstr-play")
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     with StopSignals() as stop:
