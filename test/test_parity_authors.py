@@ -231,17 +231,18 @@ def test_predictor_runs_the_depth_provider_on_the_original_frames(tmp_path: Path
     config.data.image_size = (900, 1600)
     checkpoint = untrained_checkpoint(tmp_path / "tiny.pt", config)
     depth = FullFrameDepth()
-    predictor = OccupancyPredictor.from_checkpoint(checkpoint, depth_provider=depth,
-                                                   feature_provider={"name": "synthetic", "patch_size": 8})
+    predictor = OccupancyPredictor.from_checkpoint(checkpoint, depth_provider=depth)
     rig = nuscenes_rig(1600, 900)[:2]
     images = torch.randint(0, 256, (2, 3, 900, 1600), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    features = torch.randn(2, 64, 14, 25, generator=torch.Generator().manual_seed(1))
     views = Views(images=images, intrinsics=NUSCENES_K.expand(2, 3, 3).clone(),
-                  cam2ego=torch.tensor(np.stack([c.cam2ego for c in rig]), dtype=torch.float32))
+                  cam2ego=torch.tensor(np.stack([c.cam2ego for c in rig]), dtype=torch.float32), features=features)
     from_provider = predictor.predict(views)
     assert depth.calls == 1
     # the same as handing the predictor the provider's full-resolution maps as given depths
     full = depth(images.float() / 255.0, NUSCENES_K.expand(2, 3, 3))
-    given = predictor.predict(Views(images=images, intrinsics=views.intrinsics, cam2ego=views.cam2ego, depths=full))
+    given = predictor.predict(Views(images=images, intrinsics=views.intrinsics, cam2ego=views.cam2ego, depths=full,
+                                    features=features))
     assert depth.calls == 2  # the call above; none for `given`
     torch.testing.assert_close(from_provider.gaussians.means, given.gaussians.means)
     assert torch.equal(from_provider.labels, given.labels)
