@@ -38,16 +38,21 @@ sys.exit(main(sys.argv[1:]))
 """
 
 
+def _killed_run(script: str, args: list[str], work_dir: Path, *extra: str) -> Path:
+    """Run gausstr-train with `script`'s os.replace hook in a child that must die by SIGKILL; its checkpoints."""
+    argv = [*args, *extra, "--work-dir", str(work_dir), "--no-progress"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    child = subprocess.run([sys.executable, "-c", script, *argv], env=env, capture_output=True, text=True,
+                           timeout=300)
+    assert child.returncode == -signal.SIGKILL, child.stderr
+    return work_dir / "checkpoints"
+
+
 def test_kill_during_checkpoint_write_keeps_the_previous_checkpoint(
     tiny_train_args: list[str], tmp_path: Path
 ) -> None:
-    argv = [*tiny_train_args, "train.checkpoint_every=1", "--work-dir", str(tmp_path), "--max-steps", "4",
-            "--no-progress"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    child = subprocess.run([sys.executable, "-c", KILL_IN_SECOND_WRITE, *argv], env=env,
-                           capture_output=True, text=True, timeout=300)
-    assert child.returncode == -signal.SIGKILL, child.stderr
-    checkpoints = tmp_path / "checkpoints"
+    checkpoints = _killed_run(KILL_IN_SECOND_WRITE, tiny_train_args, tmp_path, "train.checkpoint_every=1",
+                              "--max-steps", "4")
     leftovers = list(checkpoints.glob(".latest.pt.*.tmp"))
     assert len(leftovers) == 1 and leftovers[0].stat().st_size > 0  # the step-2 write that never landed
     assert load_checkpoint(checkpoints / "latest.pt")["train_state"]["step"] == 1
@@ -78,13 +83,8 @@ sys.exit(main(sys.argv[1:]))
 def test_kill_between_the_epoch_and_latest_renames_loses_no_checkpoint(
     tiny_train_args: list[str], tmp_path: Path
 ) -> None:
-    argv = [*tiny_train_args, "train.checkpoint_every=2", "--work-dir", str(tmp_path), "--max-steps", "3",
-            "--no-progress"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-    child = subprocess.run([sys.executable, "-c", KILL_BETWEEN_EPOCH_AND_LATEST, *argv], env=env,
-                           capture_output=True, text=True, timeout=300)
-    assert child.returncode == -signal.SIGKILL, child.stderr
-    checkpoints = tmp_path / "checkpoints"
+    checkpoints = _killed_run(KILL_BETWEEN_EPOCH_AND_LATEST, tiny_train_args, tmp_path, "train.checkpoint_every=2",
+                              "--max-steps", "3")
     epoch = load_checkpoint(checkpoints / "epoch_1.pt")
     assert epoch["train_state"]["step"] == 3 and epoch["train_state"]["epoch"] == 1
     assert load_checkpoint(checkpoints / "latest.pt")["train_state"]["step"] == 2  # the previous one, intact
