@@ -60,6 +60,11 @@ def draw_voxels_3d(
     values = labels[tuple(index.T)].astype(np.int64)
     ax.scatter(centres[:, 0], centres[:, 1], centres[:, 2], c=colors[values] / 255.0, marker="s", s=2,
                depthshade=False, linewidths=0)
+    setup_3d_axes(ax, grid, f"{title} ({len(index)} voxels drawn)")
+
+
+def setup_3d_axes(ax: Axes, grid: VoxelGrid, title: str) -> None:
+    """3D axes over the grid volume in ego metres, oblique view from behind-left, z stretched x2."""
     x0, y0, z0, x1, y1, z1 = grid.range
     ax.set_xlim(x0, x1)
     ax.set_ylim(y0, y1)
@@ -69,7 +74,7 @@ def draw_voxels_3d(
     ax.set_xlabel("x (m)")
     ax.set_ylabel("y (m)")
     ax.set_zlabel("z (m)")
-    ax.set_title(f"{title} ({len(index)} voxels drawn)")
+    ax.set_title(title)
 
 
 def add_class_legend(fig: Figure, entries: dict[str, np.ndarray], columns: int = 6) -> None:

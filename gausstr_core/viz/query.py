@@ -12,7 +12,7 @@ from matplotlib.figure import Figure
 
 from gausstr_core.grid import VoxelGrid
 from gausstr_core.query import QueryAnswer
-from gausstr_core.viz.occupancy import setup_bev_axes
+from gausstr_core.viz.occupancy import setup_3d_axes, setup_bev_axes
 
 CMAP = "inferno"
 
@@ -49,16 +49,7 @@ def draw_query_figure(
     centres, values = centres[:max_points], values[:max_points]
     ax3.scatter(centres[:, 0], centres[:, 1], centres[:, 2], c=values, cmap=CMAP, vmin=0, vmax=1, marker="s", s=3,
                 depthshade=False, linewidths=0)
-    _, _, z0, _, _, z1 = grid.range
-    ax3.set_xlim(x0, x1)
-    ax3.set_ylim(y0, y1)
-    ax3.set_zlim(z0, z1)
-    ax3.set_box_aspect((x1 - x0, y1 - y0, 2 * (z1 - z0)))
-    ax3.view_init(elev=40, azim=-150)
-    ax3.set_xlabel("x (m)")
-    ax3.set_ylabel("y (m)")
-    ax3.set_zlabel("z (m)")
-    ax3.set_title(f"voxels above {answer.threshold:g} ({len(values)} drawn)")
+    setup_3d_axes(ax3, grid, f"voxels above {answer.threshold:g} ({len(values)} drawn)")
 
     for index in range(cameras):
         cam = fig.add_subplot(spec[1 + index // 3, 2 * (index % 3): 2 * (index % 3) + 2])
