@@ -207,6 +207,8 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", torch.get_num_threads())))
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, load average "
           f"{' '.join(f'{v:.1f}' for v in os.getloadavg())} on {os.cpu_count()} CPUs")
+    if args.oracle and not Path(args.oracle).is_file():
+        parser.error(f"--oracle {args.oracle}: file not found (write it with benchmarks/oracle_synthetic.py --json)")
     world_config = ensure_world(Path(args.data), args.camera_mask)
     if not args.ablation:
         run_variant("both", args, world_config, args.seconds, ())

@@ -66,8 +66,10 @@ BEHIND_M = 0.2  # a free voxel at a surface point: look this far further along t
 
 @dataclasses.dataclass(frozen=True)
 class OracleKnobs:
-    solid_opacity: float = 0.3
-    flat_opacity: float = 1.0
+    """Defaults: what the search chose on the depth_tolerance world at 128 Gaussians per view."""
+
+    solid_opacity: float = 0.15
+    flat_opacity: float = 0.5
     scale_gain: float = 1.0
     feature_gain: float = 10.0
     class_power: float = 1.0

@@ -27,16 +27,27 @@ def test_gausstr_eval_reproduces_the_benchmark_miou(
     data = tiny_train_args[tiny_train_args.index("--data") + 1]
     out = tmp_path / "runs"
     overrides = ["model.scale_multiplier=0.45", "data.cameras=[CAM_FRONT,CAM_BACK]", "train.epochs=1"]
-    assert _benchmark_module().main(["--seconds", "1", "--data", data, "--out", str(out), *overrides]) == 0
+    oracle = tmp_path / "oracle.json"  # a made-up ceiling: both must print the same fractions of it
+    ceiling = {"iou": 0.5, "miou17": 0.25, "miou15": 0.3, "density_iou": 0.5}
+    oracle.write_text(json.dumps({"camera_mask": "raycast", "results": {"128": ceiling}}))
+    argv = ["--seconds", "1", "--data", data, "--out", str(out), "--oracle", str(oracle), *overrides]
+    assert _benchmark_module().main(argv) == 0
     printed = capsys.readouterr().out
-    found = re.search(r"IoU ([\d.]+), mIoU17 ([\d.]+), mIoU15 ([\d.]+)", printed)
+    found = re.search(r"IoU ([\d.]+), mIoU15 ([\d.]+) \(headline\), mIoU17 ([\d.]+), density IoU ([\d.]+)", printed)
     assert found, printed
+    fractions = printed[printed.index("against the oracle"):].splitlines()[1:5]
+    assert [line.split()[0] for line in fractions] == ["iou", "miou17", "miou15", "density_iou"]
     checkpoint = out / "both" / "checkpoints" / "latest.pt"
     assert f"checkpoint: {checkpoint}" in printed
 
     report = tmp_path / "eval.json"
-    assert eval_cli.main([str(checkpoint), "--data", data, "--json", str(report), "--no-progress"]) == 0
-    metrics = json.loads(report.read_text())["metrics"]
+    argv = [str(checkpoint), "--data", data, "--json", str(report), "--no-progress", "--oracle", str(oracle)]
+    assert eval_cli.main(argv) == 0
+    evaluated = capsys.readouterr().out
+    summary = json.loads(report.read_text())
+    metrics = summary["metrics"]
     assert f"{100 * metrics['geometry_iou']:.2f}" == found.group(1)
-    assert f"{100 * metrics['miou_17']:.2f}" == found.group(2)
-    assert f"{100 * metrics['miou_15']:.2f}" == found.group(3)
+    assert f"{100 * metrics['miou_15']:.2f}" == found.group(2)
+    assert f"{100 * metrics['miou_17']:.2f}" == found.group(3)
+    assert f"{100 * summary['density_iou']:.2f}" == found.group(4)
+    assert evaluated[evaluated.index("against the oracle"):].splitlines()[1:5] == fractions
