@@ -22,6 +22,8 @@ Outputs, frame base_frame, stamped with the first camera's image stamp: ~/occupa
 ~/gaussians (GaussianArray), ~/gaussians/markers (MarkerArray), /diagnostics (1 Hz),
 ~/debug/processing_time_ms (set taken by the worker -> published) and
 ~/debug/pipeline_latency_ms (first message of the set received -> published), std_msgs/Float64.
+Open-vocabulary queries on the latest prediction: service ~/query and the standing queries
+(~/query/relevance, ~/query/clusters), gausstr_ros/query_service.py.
 
 Time: stamps more than max_future_s ahead of the node's clock are dropped; a jump back of the
 clock (/clock under sim time, e.g. a looping bag) or of every camera's stamps together by more
@@ -75,6 +77,7 @@ from gausstr_ros.node_params import (
     resolve_depth_source,
 )
 from gausstr_ros.qos import OUTPUT_QOS, SENSOR_QOS, TF_QOS, TF_STATIC_QOS
+from gausstr_ros.query_service import QueryService
 from gausstr_ros.shutdown import StopSignals, exit_process, init_ros
 from gausstr_ros.stamp_guard import StampGuard, Verdict
 from gausstr_ros.stamps import make_header, stamp_to_ns
@@ -107,6 +110,7 @@ class OccupancyNode(LifecycleNode):
         self._guard: StampGuard | None = None
         self._decode_device = torch.device("cpu")
         self._calibration_lock = threading.Lock()  # guards calibration and the waiting state
+        self._queries = QueryService(self)  # ~/query and the standing queries (query_service.py)
 
     # --- lifecycle ---
 
@@ -416,6 +420,7 @@ class OccupancyNode(LifecycleNode):
         for stage, ms in timings.items():
             self._timing_sums[stage] = self._timing_sums.get(stage, 0.0) + ms
         self._timed_sets += 1
+        self._queries.on_prediction(predictor, prediction, header, settings.standing_queries, settings.max_points)
 
     def _on_worker_error(self, item: Any, err: BaseException) -> None:
         if isinstance(err, InputError):

@@ -25,7 +25,7 @@ DEPTH_SOURCES = ("auto", "topic", "provider")  # auto: the checkpoint's provider
 # Parameters that can change while the node is active; the others apply at the next configure.
 LIVE_PARAMETERS = frozenset({
     "vocabulary_file", "vocabulary_prompts", "publish_points", "max_points", "publish_bev", "bev_z_min", "bev_z_max",
-    "bev_obstacle_classes", "publish_gaussians", "publish_markers", "max_markers", "marker_sigma_k",
+    "bev_obstacle_classes", "publish_gaussians", "publish_markers", "max_markers", "marker_sigma_k", "standing_queries",
 })
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
@@ -60,6 +60,7 @@ class NodeSettings:
     publish_markers: bool
     max_markers: int
     marker_sigma_k: float
+    standing_queries: str
 
 
 @dataclass(frozen=True)
@@ -149,6 +150,8 @@ PARAMETERS: dict[str, _Spec] = {
     "publish_markers": _Spec(True, "publish ~/gaussians/markers (MarkerArray, one SPHERE per Gaussian)"),
     "max_markers": _Spec(500, "cap on markers (most opaque kept)", int_range=(0, 100_000)),
     "marker_sigma_k": _Spec(1.0, "marker diameter = 2 x marker_sigma_k x sigma per axis", float_range=(0.01, 10.0)),
+    "standing_queries": _Spec("", "prompts answered with every prediction on ~/query/relevance and ~/query/clusters, "
+                              "separated by ';' (e.g. 'car; fire hydrant'); changeable at run time"),
 }
 
 

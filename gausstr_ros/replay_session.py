@@ -59,10 +59,13 @@ def _console_script(name: str, module: str) -> list[str]:
     return [found] if found else [sys.executable, "-m", module]
 
 
-def node_command(checkpoint: str | Path, cameras: Sequence[str], **params: Any) -> list[str]:
-    """`occupancy_node --ros-args -p ... -r ...` for a gausstr-bag bag (images compressed)."""
+def node_command(
+    checkpoint: str | Path, cameras: Sequence[str], executable: Sequence[str] | None = None, **params: Any
+) -> list[str]:
+    """`occupancy_node --ros-args -p ... -r ...` for a gausstr-bag bag (images compressed);
+    executable: another command line taking the node's arguments (default: occupancy_node)."""
     values = {"checkpoint": str(checkpoint), "cameras": list(cameras), "image_transport": "compressed", **params}
-    cmd = [*_console_script("occupancy_node", "gausstr_ros.node"), "--ros-args"]
+    cmd = [*(executable or _console_script("occupancy_node", "gausstr_ros.node")), "--ros-args"]
     for name, value in values.items():
         cmd += ["-p", f"{name}:={_param_value(value)}"]
     for source, target in nuscenes_remappings(cameras):
@@ -71,14 +74,18 @@ def node_command(checkpoint: str | Path, cameras: Sequence[str], **params: Any) 
 
 
 class NodeProcess:
-    """The node in a child process (log written to `log_path`); stopped with SIGINT on exit."""
+    """The node in a child process (log written to `log_path`); stopped with SIGINT on exit.
+    executable: as node_command's."""
 
-    def __init__(self, checkpoint: str | Path, cameras: Sequence[str], log_path: str | Path, **params: Any) -> None:
+    def __init__(
+        self, checkpoint: str | Path, cameras: Sequence[str], log_path: str | Path,
+        executable: Sequence[str] | None = None, **params: Any,
+    ) -> None:
         self.log_path = Path(log_path)
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         self._log = open(self.log_path, "w")  # noqa: SIM115 -- closed in stop()
         env = {**os.environ, "PYTHONUNBUFFERED": "1", "RCUTILS_COLORIZED_OUTPUT": "0"}
-        self.process = subprocess.Popen(node_command(checkpoint, cameras, **params), stdout=self._log,
+        self.process = subprocess.Popen(node_command(checkpoint, cameras, executable, **params), stdout=self._log,
                                         stderr=subprocess.STDOUT, env=env)
 
     def __enter__(self) -> NodeProcess:
