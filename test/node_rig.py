@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 from PIL import Image as PILImage
 
@@ -21,6 +22,24 @@ CAMERAS = ["left", "right"]
 HEIGHT, WIDTH = 48, 80
 K = np.array([[60.0, 0.0, 40.0], [0.0, 60.0, 24.0], [0.0, 0.0, 1.0]])
 PERIOD_S = 0.25
+
+
+@pytest.fixture(scope="module", name="checkpoint")
+def checkpoint_fixture(tmp_path_factory) -> Path:
+    """Fixture `checkpoint`: the tiny checkpoint below, once per test module."""
+    return tiny_checkpoint(tmp_path_factory.mktemp("model") / "tiny.pth")
+
+
+@pytest.fixture(name="ros")
+def ros_fixture(ros_domain_id):
+    """Fixture `ros`: rclpy initialised in this (the tester's) process, with one node."""
+    import rclpy
+
+    rclpy.init()
+    node = rclpy.create_node("node_tester")
+    yield node
+    node.destroy_node()
+    rclpy.shutdown()
 
 
 def tiny_checkpoint(path: Path) -> Path:

@@ -5,37 +5,22 @@ a clear message; lifecycle services and run-time vocabulary changes work."""
 from __future__ import annotations
 
 import pytest
-from node_rig import (
+from node_rig import (  # noqa: F401 -- the pytest fixtures checkpoint, ros
     CAMERAS,
     PERIOD_S,
     Rig,
+    checkpoint_fixture,
+    ros_fixture,
     set_parameter,
     spin_for,
     start_node,
     state,
-    tiny_checkpoint,
     transition,
     wait_log,
     wait_output,
 )
 
 pytestmark = [pytest.mark.ros, pytest.mark.slow]
-
-
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory):
-    return tiny_checkpoint(tmp_path_factory.mktemp("model") / "tiny.pth")
-
-
-@pytest.fixture
-def ros(ros_domain_id):
-    import rclpy
-
-    rclpy.init()
-    node = rclpy.create_node("reliability_tester")
-    yield node
-    node.destroy_node()
-    rclpy.shutdown()
 
 
 def test_bad_inputs_are_reported_and_output_resumes(checkpoint, ros, tmp_path):

@@ -9,15 +9,18 @@ import signal
 import time
 
 import pytest
-from node_rig import CAMERAS, PERIOD_S, Rig, spin_for, tiny_checkpoint, transition, wait_log
+from node_rig import (
+    CAMERAS,
+    PERIOD_S,
+    Rig,
+    checkpoint_fixture,  # noqa: F401 -- the pytest fixtures checkpoint, ros
+    spin_for,
+    transition,
+    wait_log,
+)
 
 pytestmark = [pytest.mark.ros, pytest.mark.slow]
 STATES = ("configure failed", "inactive", "active", "finalized")
-
-
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory):
-    return tiny_checkpoint(tmp_path_factory.mktemp("model") / "tiny.pth")
 
 
 def launch_style_stop(process, first: int) -> tuple[float, int]:

@@ -12,38 +12,23 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from node_rig import (
+from node_rig import (  # noqa: F401 -- the pytest fixtures checkpoint, ros
     CAMERAS,
     HEIGHT,
     PERIOD_S,
     WIDTH,
     Rig,
+    checkpoint_fixture,
     palette_image,
+    ros_fixture,
     spin_for,
     start_node,
-    tiny_checkpoint,
     wait_log,
     wait_output,
 )
 
 pytestmark = [pytest.mark.ros, pytest.mark.slow]
 SEC = 1_000_000_000
-
-
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory):
-    return tiny_checkpoint(tmp_path_factory.mktemp("model") / "tiny.pth")
-
-
-@pytest.fixture
-def ros(ros_domain_id):
-    import rclpy
-
-    rclpy.init()
-    node = rclpy.create_node("timing_tester")
-    yield node
-    node.destroy_node()
-    rclpy.shutdown()
 
 
 def png(width: int, height: int, bit_depth: int, rows: bytes | None = None) -> bytes:
