@@ -18,7 +18,7 @@ from gausstr_core.cli.convert import main as convert_main
 from gausstr_core.config import Config, ModelConfig
 from gausstr_core.data.cache import read_cache_map
 from gausstr_core.errors import DamagedFileError, UnsafeFileError
-from gausstr_core.foundation.weights import load_state_dict_file
+from gausstr_core.foundation.weights import load_state_dict_file, require_path
 from gausstr_core.model import GaussTR, load_checkpoint, save_checkpoint
 from gausstr_core.model.checkpoint import content_digest
 from gausstr_core.model.safe_unpickle import load_foreign_checkpoint
@@ -29,6 +29,7 @@ LOADERS: dict[str, tuple[str, Callable[[Path], object]]] = {
     "foreign checkpoint": ("authors.pth", load_foreign_checkpoint),
     "prototype file": ("prototypes.pth", load_prototypes),
     "weights file": ("backbone.pth", load_state_dict_file),
+    "foundation weights path": ("dinov2.pth", lambda p: require_path(p, "DINOv2 weights", "get them")),
     "cache map": ("depth/tok.npy", lambda p: read_cache_map(p.parents[1], "depth", "tok")),
 }
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import torch
 
 from gausstr_core.errors import DamagedFileError
-from gausstr_core.file_checks import check_safetensors_file, load_torch_checked
+from gausstr_core.file_checks import check_safetensors_file, check_torch_file, load_torch_checked
 
 
 class WeightsNotFoundError(FileNotFoundError):
@@ -16,6 +16,8 @@ class WeightsNotFoundError(FileNotFoundError):
 
 def require_path(path: str | Path | None, what: str, how_to_get: str, *, is_dir: bool = False) -> Path:
     """Return `path` as a Path if it exists (a directory when `is_dir`), else raise WeightsNotFoundError.
+
+    A file must pass check_torch_file (or check_safetensors_file for .safetensors).
 
     `what` names the weights (e.g. "DINOv2 ViT-B/14-reg weights"), `how_to_get` says where to
     download them and which spec key to point at the file.
@@ -27,6 +29,9 @@ def require_path(path: str | Path | None, what: str, how_to_get: str, *, is_dir:
     if not exists:
         kind = "directory" if is_dir else "file"
         raise WeightsNotFoundError(f"{what}: {kind} not found: {resolved}. {how_to_get}")
+    if not is_dir:  # before timm / open_clip / torch read it: no TorchScript or foreign zip entries
+        check = check_safetensors_file if resolved.suffix == ".safetensors" else check_torch_file
+        check(resolved, what)
     return resolved
 
 
