@@ -31,6 +31,9 @@ opacities and features (the box bounds themselves are piecewise constant). Unit 
 into the grid, seen as rows of TILE[2] voxels along z, with index_add_: deterministic on CPU; on
 CUDA only tiles split over several units (more than chunk_size / voxels-per-tile Gaussians) need
 torch.use_deterministic_algorithms(True).
+
+Without autograd on the CPU, when numba is installed, the same per-Gaussian coefficients go to the
+fused kernel of voxelize_fused instead (one pass, parallel over x planes; `backend` selects).
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ from dataclasses import dataclass
 
 import torch
 
+from gausstr_core import voxelize_fused
 from gausstr_core.grid import VoxelGrid
 
 TILE = (8, 8, 16)  # voxels per tile along x, y, z (clipped to the grid)
@@ -80,12 +84,15 @@ def voxelize_gaussians(
     grid: VoxelGrid,
     chunk_size: int = DEFAULT_CHUNK_SIZE,
     eps: float = DEFAULT_EPS,
+    backend: str = "auto",
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Splat Gaussians into `grid` (module docstring gives the exact semantics).
 
     means (N, 3) ego frame, m; covariances (N, 3, 3) ego frame, m^2; opacities (N,); features (N, C).
-    chunk_size bounds the (voxel, Gaussian) evaluations held at once (memory ~ 16 bytes each, more
-    under autograd). Computes in float32, or float64 when the means are float64.
+    chunk_size bounds the (voxel, Gaussian) evaluations held at once by the PyTorch path (memory
+    ~ 16 bytes each, more under autograd). Computes in float32, or float64 when the means are float64.
+    backend: "torch" (the vectorised path above: any device, differentiable), "fused" (the numba CPU
+    kernel of voxelize_fused: CPU, no gradients, numba installed) or "auto" (fused when it can run).
     Returns density (X, Y, Z) and features (X, Y, Z, C), indexed [x, y, z].
     """
     _check_gaussians(means, covariances, opacities, features)
@@ -93,6 +100,8 @@ def voxelize_gaussians(
         raise ValueError(f"voxelize_gaussians: chunk_size must be positive, got {chunk_size}")
     if eps < 0:
         raise ValueError(f"voxelize_gaussians: eps must be >= 0, got {eps}")
+    differentiable = torch.is_grad_enabled() and any(t.requires_grad for t in (means, covariances, opacities, features))
+    fused = _use_fused(backend, differentiable, means.device)
     dtype = torch.float64 if means.dtype == torch.float64 else torch.float32
     device = means.device
     dims = grid.dims
@@ -112,6 +121,10 @@ def voxelize_gaussians(
     precisions = torch.cholesky_inverse(chol) * _NEG_HALF_LOG2E  # float64; log2-weight = d^T P d
     tables = _conditional_tables(precisions).to(dtype)  # (N, 6): Schur xx, xy, yy; s; c_x, c_y
     lo, hi = _box_indices(means.detach(), covariances.detach(), grid)
+    if fused:
+        opacities, features = opacities.to(dtype), features.to(dtype)
+        origin = grid.min_corner
+        return voxelize_fused.splat(lo, hi, means, tables, opacities, features, origin, grid.size, dims, FEATURE_EPS)
     # Row `num` is a padding Gaussian: empty box, zero weight.
     pad = torch.tensor([[1, 1, 1]], dtype=torch.long, device=device)
     lo, hi = torch.cat([lo, pad]), torch.cat([hi, pad - 1])
@@ -128,7 +141,6 @@ def voxelize_gaussians(
     weighted = means.new_zeros(*padded, channels)
     density = means.new_zeros(padded)
     weighted_rows, density_rows = weighted.view(-1, tz, channels), density.view(-1, tz)
-    differentiable = torch.is_grad_enabled() and any(t.requires_grad for t in (means, covariances, opacities, features))
     # Without autograd every chunk reuses scratch buffers (fresh large buffers cost page faults).
     scratch_size = max(budget, channels + 1) * tile_voxels
     scratch = None if differentiable else [means.new_empty(scratch_size) for _ in range(3)]
@@ -160,6 +172,24 @@ def voxelize_gaussians(
         crop = tuple(slice(0, d) for d in dims)
         return density[crop].contiguous(), features[crop].contiguous()
     return density, features
+
+
+def _use_fused(backend: str, differentiable: bool, device: torch.device) -> bool:
+    """Whether `backend` selects the fused kernel for this call (errors name what rules it out)."""
+    if backend not in ("auto", "fused", "torch"):
+        raise ValueError(f"voxelize_gaussians: backend must be 'auto', 'fused' or 'torch', got {backend!r}")
+    reasons = [
+        why
+        for why, applies in (
+            ("numba is not installed", not voxelize_fused.available()),
+            ("gradients are required", differentiable),
+            (f"the tensors are on {device}, not the CPU", device.type != "cpu"),
+        )
+        if applies
+    ]
+    if backend == "fused" and reasons:
+        raise ValueError(f"voxelize_gaussians: the fused backend cannot run: {'; '.join(reasons)}")
+    return backend != "torch" and not reasons
 
 
 def _conditional_tables(precisions: torch.Tensor) -> torch.Tensor:

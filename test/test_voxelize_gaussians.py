@@ -1,4 +1,5 @@
-"""voxelize_gaussians against a per-Gaussian NumPy loop; adversarial Gaussians; gradients; chunking."""
+"""voxelize_gaussians against a per-Gaussian NumPy loop; adversarial Gaussians; gradients; chunking;
+the fused numba kernel against the PyTorch path, and the fallback when numba is missing."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from gausstr_core import voxelize_fused
 from gausstr_core.geometry import covariance_from_scale_rotation, quat_to_rotmat
 from gausstr_core.grid import VoxelGrid
 from gausstr_core.voxelize import DEFAULT_EPS, RELATIVE_EPS, filter_gaussians, voxelize_gaussians
@@ -53,7 +55,7 @@ def random_gaussians(num, channels, scale_range, seed, dtype=torch.float64):
     return [t.to(dtype) for t in (means, covariances, opacities, features)]
 
 
-def assert_matches_reference(gaussians, grid=GRID, atol=1e-9, **kwargs):
+def assert_matches_reference(gaussians, grid=GRID, atol=1e-9, **kwargs):  # default backend: fused when numba is there
     density, features = voxelize_gaussians(*gaussians, grid, **kwargs)
     ref_density, ref_features = reference_voxelize(*gaussians, grid)
     assert density.shape == grid.dims and features.shape == (*grid.dims, gaussians[3].shape[1])
@@ -124,12 +126,16 @@ def test_single_voxel_value_by_hand() -> None:
     assert features[1, 1, 1].item() == pytest.approx(2.0, rel=1e-6)
 
 
+def test_torch_path_matches_loop_reference() -> None:
+    assert_matches_reference(random_gaussians(60, 5, (0.05, 1.5), seed=0), backend="torch")
+
+
 def test_chunk_size_does_not_change_the_result() -> None:
     gaussians = random_gaussians(12, 3, (0.3, 3.0), seed=3)
-    density, features = voxelize_gaussians(*gaussians, GRID)
+    density, features = voxelize_gaussians(*gaussians, GRID, backend="torch")
     assert density.max() > 0.5
     for chunk_size in (1, 5000, 20000, 1 << 30):  # one Gaussian per work unit ... everything at once
-        other_density, other_features = voxelize_gaussians(*gaussians, GRID, chunk_size=chunk_size)
+        other_density, other_features = voxelize_gaussians(*gaussians, GRID, chunk_size=chunk_size, backend="torch")
         torch.testing.assert_close(other_density, density, rtol=1e-12, atol=1e-12)
         torch.testing.assert_close(other_features, features, rtol=1e-10, atol=1e-10)
 
@@ -148,6 +154,51 @@ def test_gradcheck_on_a_tiny_grid() -> None:
 
     assert run(means, factors, opacities, features)[0].max() > 0.1
     assert torch.autograd.gradcheck(run, (means, factors, opacities, features), eps=1e-6, atol=1e-6, fast_mode=True)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_fused_kernel_matches_torch_path(dtype: torch.dtype) -> None:
+    pytest.importorskip("numba")
+    # Many overlapping, thin and rotated Gaussians (the kernel's z- and y-range cuts), all threads.
+    gaussians = random_gaussians(300, 6, (0.02, 2.0), seed=6, dtype=dtype)
+    gaussians[2] = gaussians[2].clamp(min=0.05)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        fused = voxelize_gaussians(*gaussians, GRID, backend="fused")
+    finally:
+        torch.set_num_threads(threads)
+    density, features = voxelize_gaussians(*gaussians, GRID, backend="torch")
+    assert fused[0].dtype == dtype and fused[1].shape == features.shape
+    peak = float(density.max())
+    tol = 1e-5 if dtype == torch.float32 else 1e-12  # float32: both paths round differently
+    assert peak > 1.0
+    torch.testing.assert_close(fused[0], density, rtol=0, atol=tol * peak)
+    torch.testing.assert_close(fused[1], features, rtol=0, atol=tol * 1e2 * float(features.abs().max()))
+
+
+def test_fallback_without_numba(monkeypatch: pytest.MonkeyPatch) -> None:
+    gaussians = random_gaussians(20, 3, (0.1, 1.0), seed=7, dtype=torch.float32)
+    expected = voxelize_gaussians(*gaussians, GRID, backend="torch")
+    monkeypatch.setattr(voxelize_fused, "numba", None)
+    assert not voxelize_fused.available()
+    density, features = voxelize_gaussians(*gaussians, GRID)  # auto: the PyTorch path
+    assert torch.equal(density, expected[0]) and torch.equal(features, expected[1])
+    with pytest.raises(ValueError, match="numba is not installed"):
+        voxelize_gaussians(*gaussians, GRID, backend="fused")
+
+
+def test_gradients_keep_the_autograd_path() -> None:
+    gaussians = random_gaussians(10, 2, (0.2, 1.0), seed=8)
+    gaussians[3].requires_grad_()
+    density, features = voxelize_gaussians(*gaussians, GRID)  # auto must not pick the fused kernel
+    assert features.grad_fn is not None
+    features.sum().backward()
+    assert torch.isfinite(gaussians[3].grad).all() and gaussians[3].grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="gradients are required"):
+        voxelize_gaussians(*gaussians, GRID, backend="fused")
+    with pytest.raises(ValueError, match="backend must be"):
+        voxelize_gaussians(*gaussians, GRID, backend="numba")
 
 
 def test_empty_input_gives_empty_grid() -> None:

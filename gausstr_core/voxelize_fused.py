@@ -1,0 +1,237 @@
+"""Fused CPU voxeliser kernel (numba JIT): each (voxel, Gaussian) pair is visited once, no buffers.
+
+The kernel behind voxelize.voxelize_gaussians when nothing needs gradients, the tensors are on the
+CPU and numba imports (`available()`; numba compiles it on first use and caches it on disk).
+voxelize.py holds the semantics, input checks and the covariance regularisation, and passes this
+kernel per-Gaussian coefficients (log2 units):
+
+    log2 w_g(v) - log2 opacity_g = q_g(dx, dy) - (s_g dz - c_x dx - c_y dy)^2 <= 0,
+    q_g(dx, dy) = q_xx dx^2 + 2 q_xy dx dy + q_yy dy^2   (negative definite),
+
+with d = centre(v) - mean_g, inside the Gaussian's clipped 3-sigma box lo..hi.
+
+Work: the grid's x planes are shared out over the threads (thread t takes planes t, t + T, ..., so a
+dense middle does not land on one thread), each thread owning whole planes: no atomics and no
+per-thread grids. Per plane and Gaussian only the part of its box where log2(w / opacity) >= cutoff
+(-44 in float32, -88 in float64) is visited: the y range solves a quadratic in dy, the z range
+of each (x, y) column one in dz. A column's weights come from two exponentials,
+w_j = w_0 a^j exp(-(j step)^2) (a^j from a, a^2, a^4, a^8; the profile a per-Gaussian table), in
+float64, written as a patch of whole z rows; the patch is then added to the plane's channel-first
+sums (C + 1 rows of Y * Z) with long contiguous loops that the compiler vectorises, and the plane is
+normalised (features / max(density, floor)) and transposed into (Y, Z, C) once at the end. A pair
+below the cutoff is dropped: such a weight is far below the float32 resolution of any density it
+joins, and a voxel reached only by such weights has a density under the feature floor, so both
+outputs stay within rounding of the PyTorch path.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+try:  # numba is optional: voxelize.py falls back to its vectorised PyTorch path without it
+    import numba
+except ImportError:  # pragma: no cover - exercised through available() in the tests
+    numba = None
+
+CUTOFF_LOG2 = {torch.float32: -44.0, torch.float64: -88.0}  # dropped pairs: log2(w / opacity) below this
+_LN2 = math.log(2.0)
+_NO_ROW = 1 << 62  # "first row" before any row was found
+
+
+def available() -> bool:
+    """True when numba imported (the fused kernel can run)."""
+    return numba is not None
+
+
+def splat(
+    lo: torch.Tensor,
+    hi: torch.Tensor,
+    means: torch.Tensor,
+    tables: torch.Tensor,
+    opacities: torch.Tensor,
+    features: torch.Tensor,
+    origin: tuple[float, float, float],
+    size: float,
+    dims: tuple[int, int, int],
+    feature_floor: float,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Density (X, Y, Z) and normalised features (X, Y, Z, C) of N Gaussians (CPU tensors, one dtype).
+
+    lo, hi: (N, 3) int64 first / last voxel index of each clipped 3-sigma box (lo > hi: empty);
+    means: (N, 3) ego frame, m; tables: (N, 6) q_xx, 2 q_xy, q_yy, s, c_x, c_y in log2 units (see the
+    module docstring); opacities: (N,); features: (N, C). origin: the grid's min corner, m; size:
+    voxel edge, m; dims: the grid's voxels along x, y, z.
+    Threads: torch.get_num_threads() (capped by numba's pool).
+    """
+    if numba is None:
+        raise RuntimeError("voxelize_fused.splat: numba is not installed")
+    dtype = means.dtype
+    num_y, num_z = dims[1], dims[2]
+    channels = features.shape[1]
+    density = torch.empty(dims, dtype=dtype)
+    weighted = torch.empty(*dims, channels, dtype=dtype)
+    coef, profile = _column_coefficients(means, tables, opacities, origin, size, num_z)
+    sources = features.detach().T.contiguous().numpy()  # (C, N): one channel's values are contiguous
+    threads = max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS, dims[0]))
+    numba.set_num_threads(threads)
+    # Per thread: one plane's channel-first sums (C + 1, Y * Z) and one Gaussian's patch (Y * Z).
+    scratch = np.empty((threads, channels + 2, num_y * num_z), dtype=sources.dtype)
+    _splat_kernel(lo.contiguous().numpy(), hi.contiguous().numpy(), coef, profile, sources, float(size),
+                  CUTOFF_LOG2[dtype] * _LN2, float(feature_floor), scratch, density.numpy(), weighted.numpy())
+    return density, weighted
+
+
+def _jit(**options):
+    """numba.njit with on-disk caching (identity without numba: the functions are then never called)."""
+
+    def wrap(fn):
+        return numba.njit(cache=True, nogil=True, **options)(fn) if numba is not None else fn
+
+    return wrap
+
+
+@_jit(parallel=True)
+def _splat_kernel(lo, hi, coef, profile, sources, size, cutoff, floor, scratch, density, weighted):
+    """numba kernel: fills density (X, Y, Z) and weighted (X, Y, Z, C) in place (see splat).
+
+    Thread t handles planes t, t + T, ... (T = scratch.shape[0]): every region of the grid is spread
+    over all threads. Per plane, each Gaussian's weights are written as a patch of whole z rows
+    (zero outside the column's z range), then added to the plane's channel-first sums with long
+    contiguous loops (vectorised), and the plane is transposed into (Y, Z, C) once at the end.
+    """
+    num_x, num_y, num_z = density.shape
+    channels = sources.shape[0]
+    num = coef.shape[0]
+    threads = scratch.shape[0]
+    for t in numba.prange(threads):
+        sums = scratch[t, :channels + 1]  # rows 0..C-1: weighted features, row C: density
+        patch = scratch[t, channels + 1]
+        for x in range(t, num_x, threads):
+            sums[:] = 0
+            for g in range(num):
+                if x < lo[g, 0] or x > hi[g, 0]:
+                    continue
+                first, last = _gaussian_patch(g, x, lo, hi, coef, profile, size, cutoff, num_z, patch)
+                if first > last:
+                    continue
+                start, stop = first * num_z, (last + 1) * num_z
+                part = patch[start:stop]
+                target = sums[channels, start:stop]
+                for j in range(stop - start):
+                    target[j] += part[j]
+                for ch in range(channels):
+                    value = sources[ch, g]
+                    target = sums[ch, start:stop]
+                    for j in range(stop - start):
+                        target[j] += value * part[j]
+            plane_density = sums[channels]
+            inverse = patch  # free again: 1 / max(density, floor) of the plane's voxels
+            for v in range(num_y * num_z):
+                inverse[v] = 1.0 / max(plane_density[v], floor)
+            density[x].reshape(num_y * num_z)[:] = plane_density
+            plane = weighted[x].reshape(num_y * num_z, channels)
+            for v in range(num_y * num_z):
+                row = plane[v]
+                if plane_density[v] > 0:
+                    scale = inverse[v]
+                    for ch in range(channels):
+                        row[ch] = sums[ch, v] * scale
+                else:
+                    row[:] = 0
+
+
+def _column_coefficients(
+    means: torch.Tensor,
+    tables: torch.Tensor,
+    opacities: torch.Tensor,
+    origin: tuple[float, float, float],
+    size: float,
+    num_z: int,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per-Gaussian float64 constants of the kernel, natural-log units (see _gaussian_patch).
+
+    Returns coef (N, 12): q_xx, 2 q_xy, q_yy, s, 1 / s, c_x, c_y, mean - origin (3), opacity,
+    step = s * size; and profile (N, Z): exp(-(j step)^2), j = 0 .. Z - 1.
+    """
+    t = tables.detach().double()
+    root = math.sqrt(_LN2)
+    q_xx, q_xy2, q_yy = t[:, 0] * _LN2, t[:, 1] * _LN2, t[:, 2] * _LN2
+    s, c_x, c_y = t[:, 3] * root, t[:, 4] * root, t[:, 5] * root
+    rel = means.detach().double() - means.new_tensor(origin, dtype=torch.float64)
+    step = s * size
+    opacity = opacities.detach().double()
+    columns = [q_xx, q_xy2, q_yy, s, 1 / s, c_x, c_y, rel[:, 0], rel[:, 1], rel[:, 2], opacity, step]
+    profile = torch.exp(-(step[:, None] * torch.arange(num_z, dtype=torch.float64)).square())
+    return torch.stack(columns, -1).contiguous().numpy(), profile.contiguous().numpy()
+
+
+@_jit()
+def _gaussian_patch(g, x, lo, hi, coef, profile, size, cutoff, num_z, patch):
+    """Weights of Gaussian g on plane x into patch (Y * Z,), voxel (y, k) at y * Z + k.
+
+    coef (N, 12), profile (N, Z): from _column_coefficients. Rows of the (cut) y range are written whole (zeros
+    outside each column's z range). Returns (first, last): the rows holding a weight (first > last: none).
+    """
+    q_xx, q_xy2, q_yy, s, inv_s, c_x = coef[g, 0], coef[g, 1], coef[g, 2], coef[g, 3], coef[g, 4], coef[g, 5]
+    c_y, rel_x, rel_y, rel_z, opacity, step = coef[g, 6], coef[g, 7], coef[g, 8], coef[g, 9], coef[g, 10], coef[g, 11]
+    inv_size = 1.0 / size
+    dx = (x + 0.5) * size - rel_x
+    q_x, q_xy, centre_x = q_xx * dx * dx, q_xy2 * dx, c_x * dx
+    # y range: q(dx, dy) >= cutoff, i.e. q_yy dy^2 + q_xy dy + (q_x - cutoff) >= 0 with q_yy < 0.
+    y_lo, y_hi = lo[g, 1], hi[g, 1]
+    if q_yy < 0:
+        disc = q_xy * q_xy - 4 * q_yy * (q_x - cutoff)
+        if disc < 0:
+            return _NO_ROW, -1
+        root = math.sqrt(disc)
+        lowest = (rel_y + (-q_xy + root) / (2 * q_yy)) * inv_size - 0.5
+        highest = (rel_y + (-q_xy - root) / (2 * q_yy)) * inv_size - 0.5
+        y_lo = max(y_lo, int(math.ceil(max(lowest, y_lo - 1.0))))
+        y_hi = min(y_hi, int(math.floor(min(highest, y_hi + 1.0))))
+    u_base = step * 0.5 - s * rel_z
+    first, last = _NO_ROW, -1
+    for y in range(y_lo, y_hi + 1):
+        base = y * num_z
+        for k in range(num_z):
+            patch[base + k] = 0
+        dy = (y + 0.5) * size - rel_y
+        q = min(q_x + q_xy * dy + q_yy * dy * dy, 0.0)
+        if q < cutoff:
+            continue
+        centre_z = centre_x + c_y * dy  # s times the conditional mean of dz
+        half = math.sqrt(q - cutoff)
+        # z range: |s dz - centre_z| <= half, dz = (k + 0.5) size - rel_z.
+        lowest = ((centre_z - half) * inv_s + rel_z) * inv_size - 0.5
+        highest = ((centre_z + half) * inv_s + rel_z) * inv_size - 0.5
+        z_lo = max(lo[g, 2], int(math.ceil(max(lowest, lo[g, 2] - 1.0))))
+        z_hi = min(hi[g, 2], int(math.floor(min(highest, hi[g, 2] + 1.0))))
+        if z_lo > z_hi:
+            continue
+        first, last = min(first, y), y
+        # ln w_k = q - (u + j step)^2 at k = z_lo + j: w_k = w_0 a^j profile[j], a = exp(-2 u step),
+        # profile[j] = exp(-(j step)^2); a^j from a, a^2, a^4, a^8 (no dependency chain). Inside the
+        # range (j step)^2 <= 4 (q - cutoff) and a^j <= exp(4 (q - cutoff)): no overflow in float64.
+        u = step * z_lo + u_base - centre_z
+        weight = opacity * math.exp(q - u * u)
+        a1 = math.exp(-2 * u * step)
+        a2 = a1 * a1
+        a4 = a2 * a2
+        a8 = a4 * a4
+        block = weight
+        for j0 in range(0, z_hi - z_lo + 1, 16):
+            for j1 in range(min(16, z_hi - z_lo + 1 - j0)):
+                w = block * profile[g, j0 + j1]
+                if j1 & 1:
+                    w *= a1
+                if j1 & 2:
+                    w *= a2
+                if j1 & 4:
+                    w *= a4
+                if j1 & 8:
+                    w *= a8
+                patch[base + z_lo + j0 + j1] = w
+            block *= a8 * a8
+    return first, last
