@@ -38,6 +38,7 @@ CONVERT_HINT = "; if it is one of the authors' mmengine .pth files, convert it f
 
 PathOrPaths = str | Path | Sequence[str | Path]
 log = logging.getLogger(__name__)
+_warned_undigested: set[Path] = set()
 
 
 def atomic_save(obj: Any, path: PathOrPaths) -> None:
@@ -102,8 +103,10 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
 def _verify_digest(ckpt: dict[str, Any], path: Path) -> None:
     stored = ckpt["meta"].get(DIGEST_KEY)
     if stored is None:
-        log.warning("checkpoint %s has no integrity digest (written before digests): its content is not verified",
-                    path)
+        if path.resolve() not in _warned_undigested:  # once per file and process
+            _warned_undigested.add(path.resolve())
+            log.warning("checkpoint %s has no integrity digest (written before digests): its content is not "
+                        "verified", path)
         return
     try:
         actual = content_digest(ckpt)
