@@ -182,3 +182,17 @@ def test_rviz_config_shows_the_node_outputs_and_cameras():
     assert displays["MarkerArray:/gausstr_occupancy/gaussians/markers"]["Enabled"]
     for cam in yaml_params()["cameras"]:
         assert f"Image:{image_topic(cam)}" in displays
+
+
+def test_setup_makes_the_venv_a_package_prefix_for_launch():
+    """Before: after the README's set-up, share/gausstr_ros had no config/ or launch/, so the launch file's
+    default params file did not exist there, and launch_ros found no lib/gausstr_ros/occupancy_node."""
+    import os
+
+    prefix = Path(sys.prefix)
+    share = prefix / "share" / "gausstr_ros"
+    assert (share / "config" / "occupancy.yaml").read_text() == PARAMS_FILE.read_text()
+    assert (share / "launch" / "occupancy.launch.py").read_text() == LAUNCH_FILE.read_text()
+    assert (share / "config" / "gausstr.rviz").is_file()
+    executable = prefix / "lib" / "gausstr_ros" / "occupancy_node"
+    assert executable.is_file() and os.access(executable, os.X_OK)
