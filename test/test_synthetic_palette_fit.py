@@ -4,6 +4,7 @@ textures are refused, and gausstr-eval passes the refusal on as a one-line error
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +24,7 @@ PHOTOS = ("grace_hopper.jpg", "Minduka_Present_Blue_Pack.png")  # shipped with m
 INPUT_SIZES = ((112, 200), (56, 96))
 
 
-def _load(path: Path | str) -> torch.Tensor:
+def _load(path: Path | str | io.BytesIO) -> torch.Tensor:
     with Image.open(path) as image:
         return torch.from_numpy(np.array(image.convert("RGB"))).permute(2, 0, 1)[None].float() / 255
 
@@ -32,12 +33,25 @@ def _resize(images: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     return F.interpolate(images, size=size, mode="bilinear", antialias=True, align_corners=False).clamp(0, 1)
 
 
+@pytest.fixture(scope="module")
+def synthetic_jpegs(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
+    """The 12 keyframe JPEGs (quality 95) of a 160x90 world; gausstr-synth itself already ran the
+    provider on every one of them (resized) for its feature cache."""
+    root = tmp_path_factory.mktemp("palette_world")
+    generate_dataset(root, SynthOptions(scenes=1, samples_per_scene=2, sweeps=False, image_size=(160, 90),
+                                        jpeg_quality=95, patch_size=8))
+    return sorted((root / "samples").glob("*/*.jpg"))
+
+
 @pytest.mark.parametrize("quality", [75, 90, 95])
-def test_every_synthetic_image_passes(quality: int, tmp_path: Path) -> None:
-    # gausstr-synth itself runs the provider on every image for its feature cache
-    generate_dataset(tmp_path, SynthOptions(scenes=1, samples_per_scene=2, sweeps=False, image_size=(160, 90),
-                                            jpeg_quality=quality, seed=quality, patch_size=8))
-    images = torch.cat([_load(p) for p in sorted((tmp_path / "samples").glob("*/*.jpg"))])
+def test_every_synthetic_image_passes(quality: int, synthetic_jpegs: list[Path]) -> None:
+    images = []
+    for path in synthetic_jpegs:  # re-encoded at `quality`: two compressions, harsher than the bag's one
+        buffer = io.BytesIO()
+        with Image.open(path) as image:
+            image.save(buffer, format="JPEG", quality=quality, subsampling=0)
+        images.append(_load(buffer))
+    images = torch.cat(images)
     provider = SyntheticFeatureProvider(patch_size=8)
     assert images.shape[0] == 12
     provider(images)  # originals, as the node decodes them
