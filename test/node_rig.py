@@ -150,12 +150,13 @@ def spin_for(node, seconds: float) -> None:
         rclpy.spin_once(node, timeout_sec=0.02)
 
 
-def wait_output(node, recorder, rig: Rig, before: int, what: str, timeout_s: float = 60.0, **defects) -> None:
+def wait_output(node, recorder, rig: Rig, before: int, what: str, timeout_s: float = 60.0, proc=None,
+                **defects) -> None:
     """Publish good sets (defects only in the first) until a new ~/occupancy arrives after `before` outputs."""
     deadline = time.monotonic() + timeout_s
     first = True
     while recorder.count("occupancy") <= before:
-        assert time.monotonic() < deadline, f"no output after {what}"
+        assert time.monotonic() < deadline, f"no output after {what}\n{proc.log() if proc else ''}"
         rig.publish_set(**(defects if first else {}))
         first = False
         spin_for(node, PERIOD_S)

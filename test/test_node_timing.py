@@ -69,18 +69,18 @@ def test_time_tf_and_image_faults_do_not_blind_the_node(checkpoint, ros, tmp_pat
     with start_node(checkpoint, tmp_path / "node.log") as proc:
         assert wait_for_subscriptions(node, input_topics(CAMERAS, depth=True), 120), proc.log()
         rig.publish_tf()
-        wait_output(node, recorder, rig, 0, "start")
+        wait_output(node, recorder, rig, 0, "start", proc=proc)
 
         # One set stamped an hour ahead: dropped, not a reason to ignore every later (older) stamp.
         before = recorder.count("occupancy")
         rig.publish_set(stamp_ns=time.time_ns() + 3600 * SEC)
         wait_log(proc, "ahead of the node's clock (more than max_future_s = 2.0 s): dropped", node, recorder)
-        wait_output(node, recorder, rig, before, "a future stamp", timeout_s=20)
+        wait_output(node, recorder, rig, before, "a future stamp", timeout_s=20, proc=proc)
 
         # Every camera's stamps jump back 10 min (a replayed log restarting): one reset, logged once.
         before = recorder.count("occupancy")
         rig.stamp_ns -= 600 * SEC
-        wait_output(node, recorder, rig, before, "a jump back of all cameras", timeout_s=20)
+        wait_output(node, recorder, rig, before, "a jump back of all cameras", timeout_s=20, proc=proc)
         log = wait_log(proc, "every camera's stamps jumped back", node, recorder)
         assert log.count("time jumped back") == 1, log
 
@@ -93,7 +93,7 @@ def test_time_tf_and_image_faults_do_not_blind_the_node(checkpoint, ros, tmp_pat
         before = recorder.count("occupancy")
         rig.publish_set()
         wait_log(proc, "no transform base_link <- left (loop: the transform tree contains a loop", node, recorder)
-        wait_output(node, recorder, rig, before, "a looping /tf", timeout_s=20)
+        wait_output(node, recorder, rig, before, "a looping /tf", timeout_s=20, proc=proc)
 
         # A 12000 x 12000 PNG bomb (~0.5 MB): refused from its header, the node's peak memory does not move.
         bomb = png(12000, 12000, 8)
@@ -103,7 +103,7 @@ def test_time_tf_and_image_faults_do_not_blind_the_node(checkpoint, ros, tmp_pat
         rig.publish_set(image={"left": {"data": bomb, "format": "png"}})
         wait_log(proc, "bad image (left): PNG in CompressedImage is 12000x12000 = 144.0 MP, over the "
                        "max_image_pixels limit", node, recorder)
-        wait_output(node, recorder, rig, before, "a PNG bomb", timeout_s=20)
+        wait_output(node, recorder, rig, before, "a PNG bomb", timeout_s=20, proc=proc)
         assert peak_rss_mb(proc.process.pid) - peak < 100, "the bomb was decoded"
 
         # 16-bit PNGs are converted, not an "inference failed" traceback.
