@@ -153,8 +153,9 @@ class TrainConfig:
         if self.best_metric not in VAL_METRICS:
             raise ValueError(f"config: train.best_metric must be one of {list(VAL_METRICS)}, got {self.best_metric!r}")
         if self.val_every < 0 or self.val_limit < 0:
-            raise ValueError(f"config: train.val_every and train.val_limit must be >= 0, got {self.val_every}, "
-                             f"{self.val_limit}")
+            raise ValueError(
+                f"config: train.val_every and train.val_limit must be >= 0, got {self.val_every}, {self.val_limit}"
+            )
         if isinstance(self.amp, bool):
             self.amp = "bf16" if self.amp else "off"
         if self.amp not in AMP_MODES:

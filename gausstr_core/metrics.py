@@ -22,8 +22,14 @@ import torch
 
 from gausstr_core.data.occ3d import OCC3D_CLASSES as OCC3D_CLASS_NAMES
 
-__all__ = ["OCC3D_CLASS_NAMES", "ORACLE_SCORES", "OccupancyMetrics", "occupancy_from_density", "oracle_ceiling",
-           "oracle_fractions"]
+__all__ = [
+    "OCC3D_CLASS_NAMES",
+    "ORACLE_SCORES",
+    "OccupancyMetrics",
+    "occupancy_from_density",
+    "oracle_ceiling",
+    "oracle_fractions",
+]
 ORACLE_SCORES = ("iou", "miou17", "miou15", "density_iou")
 
 _NOT_IN_15 = ("others", "other_flat")
@@ -120,6 +126,7 @@ class OccupancyMetrics:
 
     def to_dict(self) -> dict:
         """JSON-ready summary (NaN -> None): per-class IoU by name, mIoU over 17 and 15, geometry IoU."""
+
         def clean(value: float) -> float | None:
             return None if np.isnan(value) else float(value)
 
@@ -169,8 +176,9 @@ def oracle_ceiling(path: str | Path, queries_per_view: int, camera_mask: str) ->
     if rule != camera_mask:
         raise ValueError(f"oracle {path} was scored against the {rule!r} camera mask, the data has {camera_mask!r}")
     if str(queries_per_view) not in results:
-        raise ValueError(f"oracle {path} has results for {sorted(results)} queries per view, "
-                         f"not the model's {queries_per_view}")
+        raise ValueError(
+            f"oracle {path} has results for {sorted(results)} queries per view, not the model's {queries_per_view}"
+        )
     return {k: float(results[str(queries_per_view)][k]) for k in ORACLE_SCORES}
 
 
