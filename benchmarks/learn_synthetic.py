@@ -209,7 +209,10 @@ def main(argv: list[str] | None = None) -> int:
           f"{' '.join(f'{v:.1f}' for v in os.getloadavg())} on {os.cpu_count()} CPUs")
     if args.oracle and not Path(args.oracle).is_file():
         parser.error(f"--oracle {args.oracle}: file not found (write it with benchmarks/oracle_synthetic.py --json)")
-    world_config = ensure_world(Path(args.data), args.camera_mask)
+    try:
+        world_config = ensure_world(Path(args.data), args.camera_mask)
+    except (FileNotFoundError, ValueError) as exc:
+        parser.error(str(exc))
     if not args.ablation:
         run_variant("both", args, world_config, args.seconds, ())
         return 0
