@@ -217,12 +217,7 @@ class SceneQuery:
         density_threshold: the head's (voxels at or below it are free: relevance 0).
         PromptError for a prompt that cannot be encoded; ValueError for bad arguments.
         """
-        if not 0.0 < threshold < 1.0:
-            raise ValueError(f"query threshold must be in (0, 1), got {threshold!r}")
-        if max_clusters < 0:
-            raise ValueError(f"max_clusters must be >= 0, got {max_clusters!r}")
-        if isinstance(prompts, str) or not prompts:
-            raise ValueError(f"query needs a non-empty list of prompts, got {prompts!r}")
+        check_query_arguments(prompts, threshold, max_clusters)
         features = prediction.gaussians.features[0]
         vocabulary = prediction.vocabulary
         if vocabulary_prototypes.shape != (len(vocabulary.prompts), features.shape[-1]):
@@ -338,6 +333,19 @@ def find_clusters(
     return [QueryCluster(centroid=tuple(float(v) for v in centroid[i]), extent=tuple(float(v) for v in extent[i]),
                          score=float(score[i]), max_relevance=float(peak[i]), voxel_count=int(voxels[i]))
             for i in order]
+
+
+def check_query_arguments(prompts: Sequence[str], threshold: float, max_clusters: int) -> None:
+    """ValueError for a threshold outside (0, 1), max_clusters < 0 or no prompts; PromptError for an
+    empty prompt (what SceneQuery.query refuses, checked before any work)."""
+    if not 0.0 < threshold < 1.0:
+        raise ValueError(f"query threshold must be in (0, 1), got {threshold!r}")
+    if max_clusters < 0:
+        raise ValueError(f"max_clusters must be >= 0, got {max_clusters!r}")
+    if isinstance(prompts, str) or not prompts:
+        raise ValueError(f"query needs a non-empty list of prompts, got {prompts!r}")
+    for prompt in prompts:
+        _check_prompt(prompt)
 
 
 def _check_prompt(prompt: object) -> str:

@@ -4,6 +4,7 @@ this checks the files, not the answers; test_query_node checks answers)."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 from tiny_world import synthetic_world, tiny_config, untrained_checkpoint
@@ -12,12 +13,19 @@ from gausstr_core.cli import query as query_cli
 from gausstr_core.cli.run_config import run_config
 
 
-def test_query_cli_writes_pictures_and_json(tmp_path, capsys) -> None:
-    summary = synthetic_world(tmp_path, samples_per_scene=1)
+@pytest.fixture(scope="module")
+def world(tmp_path_factory) -> tuple[Path, Path]:
+    """(data folder, untrained tiny checkpoint) of a one-keyframe synthetic world."""
+    root = tmp_path_factory.mktemp("query_cli")
+    summary = synthetic_world(root, samples_per_scene=1)
     config = run_config(tiny_config(), str(summary.config_path), None, [])
-    checkpoint = untrained_checkpoint(tmp_path / "tiny.pth", config)
+    return root / "data", untrained_checkpoint(root / "tiny.pth", config)
+
+
+def test_query_cli_writes_pictures_and_json(world, tmp_path, capsys) -> None:
+    data, checkpoint = world
     out = tmp_path / "out"
-    assert query_cli.main([str(checkpoint), "--data", str(tmp_path / "data"), "car", "fire hydrant", "--out",
+    assert query_cli.main([str(checkpoint), "--data", str(data), "car", "fire hydrant", "--out",
                            str(out), "--threshold", "0.3"]) == 0
     pictures = sorted(out.glob("*_query*.png"))
     assert [p.name.split("_query")[1] for p in pictures] == ["0_car.png", "1_fire_hydrant.png"]
@@ -30,19 +38,12 @@ def test_query_cli_writes_pictures_and_json(tmp_path, capsys) -> None:
     assert "'car':" in capsys.readouterr().out
 
 
-def test_query_cli_bad_threshold_is_one_line_error(tmp_path, capsys) -> None:
-    summary = synthetic_world(tmp_path, samples_per_scene=1)
-    config = run_config(tiny_config(), str(summary.config_path), None, [])
-    checkpoint = untrained_checkpoint(tmp_path / "tiny.pth", config)
-    code = query_cli.main([str(checkpoint), "--data", str(tmp_path / "data"), "car", "--threshold", "1.5"])
-    assert code == 2
-    assert capsys.readouterr().err.strip().startswith("gausstr-query: error: query threshold must be in (0, 1)")
-
-
-@pytest.mark.parametrize("prompt", ["", "  "])
-def test_query_cli_empty_prompt_is_refused(tmp_path, capsys, prompt) -> None:
-    summary = synthetic_world(tmp_path, samples_per_scene=1)
-    config = run_config(tiny_config(), str(summary.config_path), None, [])
-    checkpoint = untrained_checkpoint(tmp_path / "tiny.pth", config)
-    assert query_cli.main([str(checkpoint), "--data", str(tmp_path / "data"), prompt]) == 2
-    assert "empty" in capsys.readouterr().err
+@pytest.mark.parametrize(("arguments", "message"), [
+    (["car", "--threshold", "1.5"], "gausstr-query: error: query threshold must be in (0, 1)"),
+    (["car", " "], "gausstr-query: error: prompt ' ': the prompt is empty"),
+    (["car", "--max-clusters", "-1"], "gausstr-query: error: max_clusters must be >= 0"),
+])
+def test_query_cli_bad_arguments_are_one_line_errors(world, capsys, arguments, message) -> None:
+    data, checkpoint = world
+    assert query_cli.main([str(checkpoint), "--data", str(data), *arguments]) == 2
+    assert capsys.readouterr().err.strip().startswith(message)

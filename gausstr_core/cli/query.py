@@ -26,7 +26,7 @@ from gausstr_core.cli.run_config import checkpoint_config, run_config
 from gausstr_core.data.nuscenes import NuScenesReader
 from gausstr_core.predict import OccupancyPredictor
 from gausstr_core.prediction_io import load_sample_views
-from gausstr_core.query import DEFAULT_MAX_CLUSTERS, DEFAULT_THRESHOLD, QueryAnswer
+from gausstr_core.query import DEFAULT_MAX_CLUSTERS, DEFAULT_THRESHOLD, QueryAnswer, check_query_arguments
 from gausstr_core.viz.query import draw_query_figure
 
 DPI = 90
@@ -52,6 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
 @console_script("gausstr-query")
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_intermixed_args(argv)
+    check_query_arguments(args.prompts, args.threshold, args.max_clusters)  # before loading anything
     config = run_config(checkpoint_config(args.checkpoint), args.config, args.data, [])
     data = config.data
     reader = NuScenesReader(data.dataroot, data.version, data.cameras)
