@@ -147,3 +147,15 @@ def test_predictor_query_reuses_the_prediction_and_encodes_like_the_vocabulary(t
     assert all(a.relevance.shape == predictor.grid.dims and a.threshold == 0.6 for a in answers)
     assert all(len(a.clusters) <= 2 for a in answers)
     assert predictor.scene_query.cached("giraffe") and not predictor.scene_query.cached("car")
+
+    # Text-encoder weights absent (offline): the vocabulary's prompts still answer, a new prompt names the gap.
+    from gausstr_core.vocabulary import Prototypes
+
+    offline = OccupancyPredictor(
+        torch.nn.Identity(), config, text_encoder={"name": "clip", "model": "local-dir:/absent/clip"},  # never run
+        vocabulary=prediction.vocabulary,
+        prototypes=Prototypes(prediction.vocabulary, predictor.head.prototypes.cpu(), "test"),
+    )
+    assert offline.query(prediction, ["car"])[0].background[-1] == "sky"  # no canonical phrases without an encoder
+    with pytest.raises(PromptError, match="'giraffe'.*/absent/clip"):
+        offline.query(prediction, ["giraffe"])
