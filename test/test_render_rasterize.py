@@ -188,3 +188,22 @@ def test_backend_selection_and_input_errors():
         render_gaussians(**{**s, "img_aug": s["img_aug"][:, :1]})
     with pytest.raises(ValueError, match="colors"):
         render_gaussians(**{**s, "colors": s["colors"][0]})
+
+
+def test_blocks_cover_every_tile_once_within_the_element_bound_and_cut_padding():
+    from gausstr_core.render.rasterize_torch import BLOCK_OVERHEAD, _blocks
+    from gausstr_core.render.tiles import TileBins
+
+    counts = torch.tensor([40] * 50 + [30] * 200 + [8] * 2000 + [1] * 500)  # like a crowded-centre image
+    bins = TileBins(tile_ids=torch.arange(counts.numel()), counts=counts, offsets=torch.cumsum(counts, 0) - counts,
+                    gaussian_ids=torch.zeros(int(counts.sum()), dtype=torch.long), tiles_h=50, tiles_w=55)
+    pixels, bound = 64, 1 << 20
+    blocks = _blocks(bins, pixels, bound)
+    assert torch.equal(torch.sort(torch.cat(blocks)).values, torch.arange(counts.numel()))
+    padded = [len(b) * pixels * int(counts[b].max()) for b in blocks]
+    assert max(padded) <= bound
+    assert sum(padded) == int(counts.sum()) * pixels  # these runs are worth their overhead: no padding at all
+    assert len(blocks) == 4  # (one block per count; padded to 40 from the start it would be 3.3x the pairs)
+    counts = torch.tensor([9] + [8] * 1000)  # a block for the single 9 would save less than it costs
+    bins.counts, bins.offsets = counts, torch.cumsum(counts, 0) - counts
+    assert pixels * 1000 < BLOCK_OVERHEAD and len(_blocks(bins, pixels, bound)) == 1

@@ -11,6 +11,7 @@ coordinates evaluated as one matrix product (float32: ~1e-6 relative error in al
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from gausstr_core.render.projection import ALPHA_THRESHOLD
@@ -19,6 +20,7 @@ from gausstr_core.render.tiles import TileBins, bin_gaussians
 MAX_ALPHA = 0.999
 MIN_TRANSMITTANCE = 1e-4
 _EMPTY = -1e4  # exponent of padding slots: exp underflows to 0
+BLOCK_OVERHEAD = 1 << 16  # per-block operation cost in padded elements (measured on CPU, see _blocks)
 
 
 def rasterize_torch(
@@ -45,15 +47,16 @@ def rasterize_torch(
     bins = bin_gaussians(means2d, conics, opacities, radii, depths, image_size, tile_size)
     basis = _tile_pixel_basis(tile_size, means2d)  # (P, 6)
 
-    flat = (
+    table = torch.cat([  # (I * G, 6 + D + 1): one gather per block (index_select's backward sorts its ids)
         means2d.reshape(-1, 2),
         conics.reshape(-1, 3),
-        torch.log(opacities.clamp(min=ALPHA_THRESHOLD)).reshape(-1),  # culled below 1/255 anyway
-        torch.cat([colors, torch.ones_like(colors[..., :1])], -1).reshape(-1, channels + 1),
-    )
+        torch.log(opacities.clamp(min=ALPHA_THRESHOLD)).reshape(-1, 1),  # culled below 1/255 anyway
+        colors.reshape(-1, channels),
+        torch.ones_like(colors.reshape(-1, channels)[:, :1]),
+    ], -1)
     blocks, tile_ids = [], []
     for tiles in _blocks(bins, basis.shape[0], block_elements):
-        blocks.append(_composite_block(bins, tiles, basis, tile_size, *flat))  # (T, P, D + 1)
+        blocks.append(_composite_block(bins, tiles, basis, tile_size, table))  # (T, P, D + 1)
         tile_ids.append(bins.tile_ids[tiles])
     blocks.append(colors.new_zeros(1, basis.shape[0], channels + 1))  # for pixels no Gaussian reaches
     rows = _pixel_rows(torch.cat(tile_ids), bins, tile_size, num_images, image_size)
@@ -87,15 +90,36 @@ def _tile_pixel_basis(tile_size: int, like: torch.Tensor) -> torch.Tensor:
 
 
 def _blocks(bins: TileBins, num_pixels: int, block_elements: int) -> list[torch.Tensor]:
-    """Split the non-empty tiles, most crowded first, into blocks of <= block_elements pairs."""
-    order = torch.argsort(bins.counts, descending=True)
-    counts = bins.counts[order].tolist()
-    blocks, start = [], 0
-    while start < len(counts):
-        per_tile = num_pixels * counts[start]  # the block's padded width is its first count
-        stop = start + max(1, block_elements // per_tile)
-        blocks.append(order[start:stop])
-        start = stop
+    """Split the non-empty tiles, most crowded first, into blocks of <= block_elements pairs.
+
+    A block is padded to its first (largest) count, so cutting where counts fall saves padded
+    elements, and every block costs a fixed number of operations (about BLOCK_OVERHEAD elements'
+    worth on the CPU). Over the distinct counts c_1 > ... > c_V (n_v tiles each), a dynamic
+    programme picks the runs of counts that minimise sum(overhead x chunks + pixels x c_first x
+    tiles); a run larger than block_elements is cut into chunks of equal size.
+    """
+    order = torch.argsort(bins.counts, descending=True, stable=True)
+    values, tiles_per_value = torch.unique_consecutive(bins.counts[order], return_counts=True)
+    values = values.double().numpy(force=True)
+    starts = np.concatenate([[0], np.cumsum(tiles_per_value.numpy(force=True))])
+    per_chunk = np.maximum(1, block_elements // (num_pixels * values))  # tiles per chunk of a run led by v
+
+    def runs(stop: int) -> tuple[np.ndarray, np.ndarray]:  # chunks and cost of runs first..stop-1, every first
+        tiles = starts[stop] - starts[:stop]
+        chunks = -(-tiles // per_chunk[:stop])
+        return chunks, BLOCK_OVERHEAD * chunks + num_pixels * values[:stop] * tiles
+
+    best, cut = np.zeros(len(values) + 1), np.zeros(len(values) + 1, dtype=np.int64)
+    for stop in range(1, len(values) + 1):  # best[stop]: cheapest split of counts 0..stop-1
+        total = best[:stop] + runs(stop)[1]
+        cut[stop] = int(np.argmin(total))
+        best[stop] = total[cut[stop]]
+    blocks, stop = [], len(values)
+    while stop > 0:
+        first = int(cut[stop])
+        run = order[int(starts[first]):int(starts[stop])]
+        blocks[:0] = list(torch.tensor_split(run, int(runs(stop)[0][first])))
+        stop = first
     return blocks
 
 
@@ -104,12 +128,11 @@ def _composite_block(
     tiles: torch.Tensor,
     basis: torch.Tensor,
     tile_size: int,
-    means2d: torch.Tensor,
-    conics: torch.Tensor,
-    log_opacities: torch.Tensor,
-    colors: torch.Tensor,
+    table: torch.Tensor,
 ) -> torch.Tensor:
     """Composite the tiles `tiles` (indices into bins); returns (T, P, D + 1) colors and alpha.
+
+    table: (I * G, 6 + D + 1) per flat Gaussian id: means2d (2), conics (3), log opacity, colors, 1.
 
     The exponent log(opacity) - sigma is a quadratic in the tile-centred pixel coordinates, so
     it is one (P, 6) x (T, 6, K) matrix product.
@@ -122,14 +145,15 @@ def _composite_block(
 
     tile = bins.tile_ids[tiles] % (bins.tiles_h * bins.tiles_w)
     centre = (torch.stack([tile % bins.tiles_w, tile // bins.tiles_w], -1).to(basis.dtype) + 0.5) * tile_size
-    mu, mv = (_take(means2d, ids) - centre[:, None, :]).unbind(-1)  # (T, K) tile-centred means
-    a, b, c = _take(conics, ids).unbind(-1)
+    means2d, conics, log_opacities, colors = _take(table, ids).split([2, 3, 1, table.shape[1] - 6], -1)
+    mu, mv = (means2d - centre[:, None, :]).unbind(-1)  # (T, K) tile-centred means
+    a, b, c = conics.unbind(-1)
     lin_u, lin_v = a * mu + b * mv, b * mu + c * mv
-    const = _take(log_opacities, ids) - 0.5 * (mu * lin_u + mv * lin_v)
+    const = log_opacities[..., 0] - 0.5 * (mu * lin_u + mv * lin_v)
     coef = torch.stack([-0.5 * a, -b, -0.5 * c, lin_u, lin_v, const], 1)  # (T, 6, K)
     empty = coef.new_tensor([0.0, 0, 0, 0, 0, _EMPTY])[:, None]
     coef = torch.where(padded[:, None, :], coef, empty)
-    return _Composite.apply(coef, _take(colors, ids), basis)
+    return _Composite.apply(coef, colors, basis)
 
 
 class _Composite(torch.autograd.Function):
@@ -143,10 +167,11 @@ class _Composite(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, coef: torch.Tensor, colors: torch.Tensor, basis: torch.Tensor) -> torch.Tensor:
-        raw = torch.exp(basis @ coef)  # (T, P, K) opacity * exp(-sigma)
-        alpha = torch.where(raw >= ALPHA_THRESHOLD, raw.clamp(max=MAX_ALPHA), 0.0)
+        alpha = torch.exp(basis @ coef)  # (T, P, K) opacity * exp(-sigma)
+        alpha = alpha.masked_fill_(alpha < ALPHA_THRESHOLD, 0.0).clamp_(max=MAX_ALPHA)
         after = torch.cumprod(1.0 - alpha, dim=-1)  # transmittance after each Gaussian
-        before = torch.where(after > MIN_TRANSMITTANCE, after / (1.0 - alpha), 0.0)
+        before = torch.cat([torch.ones_like(after[..., :1]), after[..., :-1]], -1)  # exclusive: no division
+        before.masked_fill_(after <= MIN_TRANSMITTANCE, 0.0)
         ctx.save_for_backward(alpha, before, colors, basis)
         return (alpha * before) @ colors
 
@@ -159,9 +184,10 @@ class _Composite(torch.autograd.Function):
         if not ctx.needs_input_grad[0]:
             return None, grad_colors, None
         grad_weights = grad_out @ colors.transpose(1, 2)  # (T, P, K)
-        behind = (grad_weights * weights).flip(-1).cumsum(-1).flip(-1)  # inclusive, from the back
-        grad_alpha = grad_weights * before - (behind - grad_weights * weights) / (1.0 - alpha)
-        grad_exponent = grad_alpha * torch.where(alpha < MAX_ALPHA, alpha, 0.0)  # d alpha / d e
+        weighted = weights.mul_(grad_weights)  # w_i g_i . c_i (weights no longer needed)
+        behind = weighted.flip(-1).cumsum(-1).flip(-1).sub_(weighted)  # S_i = sum_{j > i}
+        grad_alpha = behind.div_(alpha - 1.0).addcmul_(grad_weights, before)  # T_i g_i . c_i - S_i / (1 - alpha_i)
+        grad_exponent = grad_alpha.mul_(alpha.masked_fill(alpha >= MAX_ALPHA, 0.0))  # d alpha / d e
         return basis.transpose(0, 1) @ grad_exponent, grad_colors, None
 
 
