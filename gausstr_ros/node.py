@@ -2,11 +2,12 @@
 
 Lifecycle (the ROS 2 convention): configure loads the checkpoint (OccupancyPredictor; a missing
 or corrupt checkpoint fails the transition with the reason logged), resolves depth_source (auto:
-the checkpoint's depth provider if it has one, else the depth topics; logged) and creates the
-lifecycle publishers, silent until activation; activate creates subscriptions and the inference
-thread; deactivate removes them (and frees cached GPU memory); cleanup drops the model and the
-publishers. With `autostart` the node configures and activates itself on start. SIGINT and SIGTERM
-end it in any state with exit code 0 (gausstr_ros.shutdown), after the inference in flight.
+the checkpoint's depth head if it has one, else its depth provider if it has one, else the depth
+topics; logged) and creates the lifecycle publishers, silent until activation; activate creates
+subscriptions and the inference thread; deactivate removes them (and frees cached GPU memory);
+cleanup drops the model and the publishers. With `autostart` the node configures and activates
+itself on start. SIGINT and SIGTERM end it in any state with exit code 0 (gausstr_ros.shutdown),
+after the inference in flight.
 
 Inputs (relative names, remapped by launch/occupancy.launch.py), per camera in model order:
   ~/input/<camera>/image        sensor_msgs/Image or CompressedImage (image_transport), sensor-data QoS
@@ -137,7 +138,9 @@ class OccupancyNode(LifecycleNode):
             self.get_logger().error(f"configure failed: cannot load checkpoint {settings.checkpoint!r}: {err}")
             return TransitionCallbackReturn.FAILURE
         try:
-            depth_source, why = resolve_depth_source(settings.depth_source, bool(predictor.config.data.depth_provider))
+            depth_source, why = resolve_depth_source(settings.depth_source, bool(predictor.config.data.depth_provider),
+                                                     predictor.has_depth_head)
+            predictor.model_depth = depth_source == "model"
         except ValueError as err:
             self.get_logger().error(f"configure failed: checkpoint {settings.checkpoint!r}: {err}")
             return TransitionCallbackReturn.FAILURE

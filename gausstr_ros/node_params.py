@@ -21,7 +21,8 @@ from rclpy.node import Node
 from gausstr_core.vocabulary import Vocabulary
 
 IMAGE_TRANSPORTS = ("raw", "compressed")
-DEPTH_SOURCES = ("auto", "topic", "provider")  # auto: the checkpoint's provider if it has one, else topic
+DEPTH_SOURCES = ("auto", "topic", "provider", "model")  # auto: model if the checkpoint has a depth head, else its
+# provider if it has one, else topic
 # Parameters that can change while the node is active; the others apply at the next configure.
 LIVE_PARAMETERS = frozenset({
     "vocabulary_file", "vocabulary_prompts", "publish_points", "max_points", "publish_bev", "bev_z_min", "bev_z_max",
@@ -116,9 +117,10 @@ PARAMETERS: dict[str, _Spec] = {
     ),
     "image_transport": _Spec("compressed", "raw (sensor_msgs/Image) | compressed (sensor_msgs/CompressedImage)",
                              _one_of(IMAGE_TRANSPORTS)),
-    "depth_source": _Spec("auto", "auto: the checkpoint's depth provider if it configures one, else the depth "
-                          "topics | topic: 32FC1/16UC1 ~/input/<camera>/depth | provider: the checkpoint's depth "
-                          "provider", _one_of(DEPTH_SOURCES)),
+    "depth_source": _Spec("auto", "auto: the checkpoint's depth head if it has one, else its depth provider if it "
+                          "configures one, else the depth topics | topic: 32FC1/16UC1 ~/input/<camera>/depth | "
+                          "provider: the checkpoint's depth provider | model: the checkpoint's depth head (no depth "
+                          "network, no depth topic)", _one_of(DEPTH_SOURCES)),
     "base_frame": _Spec("base_link", "output frame; camera extrinsics from /tf_static + /tf (base_frame <- camera)",
                         _frame),
     "sync_slop_s": _Spec(0.06, "max stamp spread of one camera set, s", float_range=(0.0, 10.0)),
@@ -196,13 +198,20 @@ def read_settings(node: Node) -> NodeSettings:
     return NodeSettings(**values)
 
 
-def resolve_depth_source(requested: str, checkpoint_has_provider: bool) -> tuple[str, str]:
-    """depth_source parameter -> (the source used: 'topic' | 'provider', why, for the log); ValueError when the
-    checkpoint cannot serve the request."""
+def resolve_depth_source(
+    requested: str, checkpoint_has_provider: bool, checkpoint_has_head: bool = False
+) -> tuple[str, str]:
+    """depth_source parameter -> (the source used: 'topic' | 'provider' | 'model', why, for the log); ValueError
+    when the checkpoint cannot serve the request. checkpoint_has_head: its model predicts depth (model.depth_head)."""
     if requested == "auto":
+        if checkpoint_has_head:
+            return "model", "depth_source auto: the checkpoint's model has a depth head"
         if checkpoint_has_provider:
             return "provider", "depth_source auto: the checkpoint configures a depth provider"
         return "topic", "depth_source auto: the checkpoint configures no depth provider, so the depth topics"
+    if requested == "model" and not checkpoint_has_head:
+        raise ValueError("depth_source is 'model' but the checkpoint's model has no depth head (model.depth_head: "
+                         "false); set depth_source:=auto, provider or topic")
     if requested == "provider" and not checkpoint_has_provider:
         raise ValueError("depth_source is 'provider' but the checkpoint configures no depth provider "
                          "(data.depth_provider); publish depth images and set depth_source:=topic (or auto)")

@@ -106,7 +106,8 @@ def generate_launch_description() -> LaunchDescription:
             DeclareLaunchArgument("device", default_value="", description="torch device (default: params file)"),
             DeclareLaunchArgument(
                 "depth_source", default_value="",
-                description="auto | topic | provider (default: params file, auto: the checkpoint's provider if any)",
+                description="auto | topic | provider | model (default: params file; auto: the checkpoint's depth head "
+                "if any, else its provider if any, else topic)",
             ),
             DeclareLaunchArgument(
                 "vocabulary_file", default_value="", description="vocabulary YAML (default: the checkpoint's)"
