@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from gausstr_core import semantics_fused
 from gausstr_core.grid import VoxelGrid
 from gausstr_core.voxelize import DEFAULT_CHUNK_SIZE, voxelize_gaussians
 
@@ -148,19 +149,30 @@ class OpenVocabularyHead:
         return scene_max >= self.denoise_threshold
 
     def classify_voxels(
-        self, density: torch.Tensor, voxel_prompt_probs: torch.Tensor
+        self, density: torch.Tensor, voxel_prompt_probs: torch.Tensor, backend: str = "auto"
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Steps 3-5: density (X, Y, Z), q (X, Y, Z, P) -> labels (X, Y, Z) uint8, confidence (X, Y, Z).
 
         Only voxels some Gaussian reaches (density > 0) are computed; every other voxel has q = 0, so
         its probabilities are the uniform softmax, handled in closed form (same result, far less work
-        on a mostly empty grid).
+        on a mostly empty grid). backend: "torch" (below, any device), "fused" (semantics_fused: CPU,
+        numba) or "auto" (fused when it can run).
         """
         num_prompts = self.prototypes.shape[0]
         if voxel_prompt_probs.shape != (*density.shape, num_prompts):
             raise ValueError(
                 f"voxel prompt probabilities {tuple(voxel_prompt_probs.shape)} do not match density "
                 f"{tuple(density.shape)} and {num_prompts} prompts"
+            )
+        if backend not in ("auto", "fused", "torch"):
+            raise ValueError(f"classify_voxels: backend must be 'auto', 'fused' or 'torch', got {backend!r}")
+        on_cpu = density.device.type == "cpu" and voxel_prompt_probs.device.type == "cpu"
+        if backend == "fused" and not (on_cpu and semantics_fused.available()):
+            raise ValueError("classify_voxels: the fused backend needs CPU tensors and numba")
+        if backend != "torch" and on_cpu and semantics_fused.available():
+            return semantics_fused.classify(
+                density, voxel_prompt_probs.to(density.dtype), self.prompt_to_class, self.free_label,
+                self.density_threshold, self.denoise_threshold, self.denoise_temperature,
             )
         touched = density > 0
         empty = not bool(touched.all())

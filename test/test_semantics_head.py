@@ -1,4 +1,5 @@
-"""OpenVocabularyHead on hand-built cases: prompt softmax, synonym merge, denoising, density threshold."""
+"""OpenVocabularyHead on hand-built cases: prompt softmax, synonym merge, denoising, density threshold;
+the fused numba classification against the PyTorch path, and the fallback without numba."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from gausstr_core import semantics_fused
 from gausstr_core.config import InferenceConfig
 from gausstr_core.grid import VoxelGrid
 from gausstr_core.semantics import OpenVocabularyHead
@@ -157,3 +159,32 @@ def test_sparse_classification_equals_dense_reference(num_prompts: int) -> None:
     expected_conf = np.where(free, merged[:, 2], merged[np.arange(len(expected)), expected])
     assert np.array_equal(labels.reshape(-1).numpy(), expected.astype(np.uint8))
     assert np.allclose(confidence.reshape(-1).numpy(), expected_conf, atol=1e-6)
+
+
+@pytest.mark.parametrize("denoise", [0.0, 0.2, 0.9])
+def test_fused_classification_matches_torch_path(denoise: float) -> None:
+    pytest.importorskip("numba")
+    generator = torch.Generator().manual_seed(4)
+    classes = torch.tensor([0, 1, 1, 2, 3, 3, 3, 4])
+    head = OpenVocabularyHead(torch.randn(8, 4, generator=generator), classes, num_classes=5, free_label=4,
+                              density_threshold=0.05, denoise_threshold=denoise)
+    density = torch.rand(20, 18, 7, generator=generator) * (torch.rand(20, 18, 7, generator=generator) > 0.3)
+    logits = 4 * torch.randn(20, 18, 7, 8, generator=generator)
+    q = logits.softmax(-1) * (density > 0)[..., None]
+    labels, confidence = head.classify_voxels(density, q, backend="fused")
+    expected_labels, expected_confidence = head.classify_voxels(density, q, backend="torch")
+    assert torch.equal(labels, expected_labels)
+    torch.testing.assert_close(confidence, expected_confidence, rtol=1e-5, atol=1e-6)
+
+
+def test_classification_falls_back_without_numba(monkeypatch: pytest.MonkeyPatch) -> None:
+    head = OpenVocabularyHead(torch.eye(3), torch.tensor([0, 1, 1]), num_classes=2, free_label=1)
+    density = torch.tensor([[[0.0, 0.5, 0.01]]])
+    q = torch.tensor([[[[0.0, 0.0, 0.0], [0.7, 0.2, 0.1], [0.1, 0.1, 0.8]]]])
+    expected = head.classify_voxels(density, q, backend="torch")
+    monkeypatch.setattr(semantics_fused, "numba", None)
+    labels, confidence = head.classify_voxels(density, q)
+    assert torch.equal(labels, expected[0]) and torch.equal(confidence, expected[1])
+    assert labels.flatten().tolist() == [1, 0, 1]
+    with pytest.raises(ValueError, match="needs CPU tensors and numba"):
+        head.classify_voxels(density, q, backend="fused")
