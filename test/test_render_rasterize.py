@@ -207,3 +207,14 @@ def test_blocks_cover_every_tile_once_within_the_element_bound_and_cut_padding()
     counts = torch.tensor([9] + [8] * 1000)  # a block for the single 9 would save less than it costs
     bins.counts, bins.offsets = counts, torch.cumsum(counts, 0) - counts
     assert pixels * 1000 < BLOCK_OVERHEAD and len(_blocks(bins, pixels, bound)) == 1
+
+
+def test_nothing_visible_renders_transparent():
+    means2d = torch.rand(2, 3, 2) * 8
+    conics = torch.tensor([1.0, 0.0, 1.0]).expand(2, 3, 3)
+    colors = torch.rand(2, 3, 2, requires_grad=True)
+    radii = torch.zeros(2, 3, 2, dtype=torch.int32)  # every Gaussian culled
+    out = rasterize_torch(means2d, conics, torch.full((2, 3), 0.5), colors, torch.rand(2, 3), radii, (8, 9))
+    assert out.shape == (2, 8, 9, 3) and not out.any()
+    out.sum().backward()
+    assert not colors.grad.any()

@@ -54,11 +54,13 @@ def rasterize_torch(
         colors.reshape(-1, channels),
         torch.ones_like(colors.reshape(-1, channels)[:, :1]),
     ], -1)
-    blocks, tile_ids = [], []
+    blocks, tile_ids = [], [bins.tile_ids[:0]]  # (no tile at all: every pixel takes the zero block)
     for tiles in _blocks(bins, basis.shape[0], block_elements):
         blocks.append(_composite_block(bins, tiles, basis, tile_size, table))  # (T, P, D + 1)
         tile_ids.append(bins.tile_ids[tiles])
-    blocks.append(colors.new_zeros(1, basis.shape[0], channels + 1))  # for pixels no Gaussian reaches
+    # for pixels no Gaussian reaches; tied to the table's constant ones column (finite, unlike culled
+    # means), so that the image always has a grad_fn
+    blocks.append(table.new_zeros(1, basis.shape[0], channels + 1) + 0.0 * table[:, -1].sum())
     rows = _pixel_rows(torch.cat(tile_ids), bins, tile_size, num_images, image_size)
     image = torch.cat(blocks).flatten(0, 1).index_select(0, rows)  # gather, no scatter: cheap backward
     return image.unflatten(0, (num_images, height, width))
