@@ -127,7 +127,10 @@ def test_scales_rotations_and_covariances_follow_the_camera() -> None:
             assert np.all(s >= lo * base * (1 - 1e-5)) and np.all(s <= hi * base * (1 + 1e-5))
             r = cam2ego[v, :3, :3]
             cov = sum(s[a] ** 2 * np.outer(r[:, a], r[:, a]) for a in range(3))
-            np.testing.assert_allclose(g.covariances[0, v * QUERIES + qi].double().numpy(), cov, rtol=1e-4, atol=1e-9)
+            # float32: every entry is exact to a few ulps of the largest variance (small off-diagonal
+            # entries come from cancellation, so a relative bound per entry would be too tight)
+            np.testing.assert_allclose(g.covariances[0, v * QUERIES + qi].double().numpy(), cov, rtol=1e-4,
+                                       atol=1e-6 * np.abs(cov).max())
     assert torch.all((g.opacities > 0) & (g.opacities < 1))
     assert g.features.shape == (b, n * QUERIES, cfg.feature_dim)
 

@@ -47,7 +47,12 @@ class TrainResult:
     steps: int
     epochs_done: int
     last_checkpoint: Path | None
-    losses: list[float]  # total loss of every step run by this call (rank-averaged)
+    terms: list[dict[str, float]]  # the logged loss terms of every step run by this call (rank-averaged)
+
+    @property
+    def losses(self) -> list[float]:
+        """Total loss of every step run by this call."""
+        return [step["total"] for step in self.terms]
 
 
 def latest_checkpoint(work_dir: str | Path) -> Path:
@@ -278,7 +283,7 @@ class _Trainer:
             save_config(self.config, Path(cfg.work_dir) / "config.yaml")
         remove_stale_temporaries(Path(cfg.work_dir) / "checkpoints", self.info.rank)  # of killed runs of this rank
         self.model.train()
-        start, losses, last_ckpt = time.monotonic(), [], None
+        start, history, last_ckpt = time.monotonic(), [], None
 
         def out_of_budget() -> bool:
             return (max_steps is not None and self.step >= max_steps) or (
@@ -295,7 +300,7 @@ class _Trainer:
                 terms = self.train_step(batch)
                 self.step += 1
                 self.consumed += 1
-                losses.append(float(terms["total"]))
+                history.append({name: float(value) for name, value in terms.items()})
                 self.logger.log_step(self.step, terms, time.monotonic() - tic)
                 if self.step % cfg.image_log_every == 0:
                     self.logger.log_images(self.step, *self._last, self.config)
@@ -313,7 +318,7 @@ class _Trainer:
                 last_ckpt = self.save()
             self.logger.end_epoch()
         self.logger.close()
-        return TrainResult(self.step, self.epoch, last_ckpt, losses)
+        return TrainResult(self.step, self.epoch, last_ckpt, history)
 
 
 def load_config_from_checkpoint(path: str | Path) -> Config:
