@@ -13,7 +13,7 @@ export ROS_LOG_DIR ?= $(abspath $(VENV))/ros_log
 CMAKE_ENV = AMENT_PREFIX_PATH=$(abspath $(VENV)) CMAKE_PREFIX_PATH=$(abspath $(VENV))
 CMAKE_ARGS = -DCMAKE_INSTALL_PREFIX=$(abspath $(VENV)) -DPython3_EXECUTABLE=$(abspath $(VPY)) -DBUILD_TESTING=OFF
 
-.PHONY: setup demo test lint clean-build
+.PHONY: setup demo test test-fast lint clean-build
 .DEFAULT_GOAL := setup
 
 setup: $(STAMPS)/requirements $(STAMPS)/package $(STAMPS)/msgs $(STAMPS)/tf2_msgs $(STAMPS)/share
@@ -62,6 +62,10 @@ demo: setup
 
 test: setup
 	$(VPY) -m pytest test -q
+
+# The tests not marked ros or slow: the quick loop while editing (make test stays what CI runs).
+test-fast: setup
+	$(VPY) -m pytest test -q -m "not ros and not slow"
 
 lint: setup
 	$(VENV)/bin/ruff check .

@@ -22,7 +22,7 @@ from gausstr_core.geometry import make_transform, quat_to_rotmat, resize_crop_ma
 from gausstr_core.render import project_gaussians, render_gaussians
 from gausstr_core.render.projection import ALPHA_THRESHOLD, EPS2D
 
-# (fx=fy, cx, cy, translation, rotation wxyz), REFERENCE.md section 3
+# (fx=fy, cx, cy, translation, rotation wxyz), docs/model_and_data_facts.md section 3
 RIG = (
     (1266.42, 816.27, 491.51, (1.701, 0.016, 1.511), (0.4998, -0.5030, 0.4998, -0.4974)),
     (1260.85, 807.97, 495.33, (1.551, -0.493, 1.496), (0.2060, -0.2027, 0.6825, -0.6714)),

@@ -90,7 +90,7 @@ class GridConfig:
 
 @dataclass
 class InferenceConfig:
-    """Gaussians -> semantic occupancy (REFERENCE.md section 1, inference)."""
+    """Gaussians -> semantic occupancy (docs/model_and_data_facts.md section 1, inference)."""
 
     vocabulary: str = "config/vocabulary_occ3d.yaml"
     prototypes: str = ""  # optional prototype file; else computed from the vocabulary

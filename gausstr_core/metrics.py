@@ -1,6 +1,6 @@
 """Occ3D semantic-occupancy metrics: a confusion matrix accumulated over a whole split.
 
-Protocol (REFERENCE.md section 2): an 18 x 18 confusion matrix, rows = ground truth, columns =
+Protocol (docs/model_and_data_facts.md section 2): an 18 x 18 confusion matrix, rows = ground truth, columns =
 prediction, over the voxels where the mask (mask_camera, or mask_lidar) is true.
 IoU_c = TP / (TP + FP + FN), NaN for a class absent from both. mIoU over 17 classes (the authors'
 protocol) = nanmean of every class but free; over 15 classes (LangOcc / GaussianFlowOcc) also

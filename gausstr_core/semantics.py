@@ -1,6 +1,6 @@
 """Open-vocabulary semantics: Gaussian features -> prompt probabilities -> voxel class labels.
 
-The authors' inference order (REFERENCE.md section 1 "Inference"), reproduced exactly:
+The authors' inference order (docs/model_and_data_facts.md section 1, inference), reproduced exactly:
 1. Per Gaussian: logits = features @ prototypes^T (raw, neither side normalised), then softmax over
    the P prompts -> p_g (N, P).
 2. Voxelise with the p_g as features: q(v) = density-weighted mean of p_g (voxelize_gaussians).

@@ -1,6 +1,6 @@
 """Gaussians -> density and density-weighted features on a voxel grid (vectorised, chunked).
 
-Semantics (the authors' voxeliser, REFERENCE.md section 1 "Inference"): Gaussian g adds
+Semantics (the authors' voxeliser, docs/model_and_data_facts.md section 1, inference): Gaussian g adds
 
     w_g(v) = opacity_g * exp(-1/2 d^T Sigma_g^-1 d),   d = centre(v) - mean_g,
 

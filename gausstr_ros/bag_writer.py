@@ -1,6 +1,6 @@
 """nuScenes camera records -> ROS 2 bag (MCAP or sqlite3) replayable by `ros2 bag play`.
 
-Topics, as the common nuScenes ROS 2 converters write them (REFERENCE.md section 4):
+Topics, as the common nuScenes ROS 2 converters write them (docs/model_and_data_facts.md section 4):
   /<CAM>/image_rect_compressed  sensor_msgs/CompressedImage, the original JPEG bytes, frame <CAM>
   /<CAM>/camera_info            sensor_msgs/CameraInfo, K from calibration, no distortion
   /<CAM>/depth                  sensor_msgs/Image 32FC1 metres (optional; same field of view as

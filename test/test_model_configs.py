@@ -10,7 +10,7 @@ import torch
 from gausstr_core.config import load_config
 from gausstr_core.model import GaussTR
 
-AUTHORS = {  # REFERENCE.md section 1
+AUTHORS = {  # docs/model_and_data_facts.md section 1
     "gausstr_talk2dino": dict(feature_dim=768, patch_size=14, input_size=(504, 896), maps=(36, 64), segment_classes=0),
     "gausstr_featup": dict(feature_dim=512, patch_size=16, input_size=(432, 768), maps=(27, 48), segment_classes=26),
 }

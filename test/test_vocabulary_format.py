@@ -60,7 +60,7 @@ def test_shipped_vocabulary_is_the_authors_prompt_groups(occ3d: Vocabulary) -> N
     assert occ3d.prompts == [p for group in AUTHOR_GROUPS for p in group]
     assert len(occ3d.prompts) == 21
     assert occ3d.prompt_to_class.tolist() == [i for i, group in enumerate(AUTHOR_GROUPS) for _ in group]
-    # REFERENCE inference step 4: group i -> i + 1, one more above index 10, sky -> free (17).
+    # docs/model_and_data_facts.md section 1, inference: group i -> i + 1, one more above index 10, sky -> free (17).
     expected = [i + 1 + (i > 10) for i in range(16)]
     assert occ3d.occ3d_ids.tolist() == expected and expected[-1] == 17
     assert 0 not in expected and 12 not in expected  # others / other_flat never predicted

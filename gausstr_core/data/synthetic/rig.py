@@ -1,4 +1,4 @@
-"""Camera rigs for the synthetic world; the default is the nuScenes rig (REFERENCE.md section 3)."""
+"""Camera rigs for the synthetic world; the default is the nuScenes rig (docs/model_and_data_facts.md section 3)."""
 
 from __future__ import annotations
 
