@@ -109,6 +109,9 @@ def test_time_tf_and_image_faults_do_not_blind_the_node(checkpoint, ros, tmp_pat
         # 16-bit PNGs are converted, not an "inference failed" traceback.
         rgb16 = (palette_image(0).astype(np.uint32) * 257).astype(">u2")
         wide = png(WIDTH, HEIGHT, 16, b"".join(b"\x00" + row.tobytes() for row in rgb16))
+        # the bomb's set counts as failed: read the count from a /diagnostics sent after that set
+        diagnostics = recorder.count("diagnostics")
+        assert spin_until(node, lambda: recorder.count("diagnostics") >= diagnostics + 2, 10), proc.log()
         failed = int(recorder.diagnostic_values()["sets failed"])
         before = recorder.count("occupancy")
         rig.publish_set(image={c: {"data": wide, "format": "png"} for c in CAMERAS})
