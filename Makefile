@@ -58,7 +58,7 @@ $(STAMPS)/share: $(STAMPS)/msgs $(STAMPS)/package
 	@touch $@
 
 demo: setup
-	$(VPY) -m gausstr_ros.demo
+	$(VPY) -m gausstr_ros.tools.demo
 
 test: setup
 	$(VPY) -m pytest test -q

@@ -23,8 +23,8 @@ setup(
             "gausstr-eval = gausstr_core.cli.eval:main",
             "gausstr-viz = gausstr_core.cli.viz:main",
             "gausstr-query = gausstr_core.cli.query:main",
-            "gausstr-bag = gausstr_ros.bag_cli:main",
-            "gausstr-play = gausstr_ros.play:main",
+            "gausstr-bag = gausstr_ros.tools.bag_cli:main",
+            "gausstr-play = gausstr_ros.tools.play:main",
             "occupancy_node = gausstr_ros.node_entry:main",
         ]
     },

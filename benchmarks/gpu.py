@@ -390,10 +390,10 @@ def _node_run(setting: Setting, tmp: Path, depth_head: bool) -> dict[str, Any]:
 
     from benchmarks.node import HEIGHT, WIDTH, frame_messages, make_jpegs
     from gausstr_core.data.synthetic.rig import nuscenes_rig
-    from gausstr_ros.bag_writer import camera_info_topic, depth_topic, image_topic, transform_msg
-    from gausstr_ros.output_recorder import OutputRecorder
     from gausstr_ros.qos import OUTPUT_QOS, TF_STATIC_QOS
-    from gausstr_ros.replay_session import NodeProcess, input_topics, spin_until, wait_for_subscriptions
+    from gausstr_ros.tools.bag_writer import camera_info_topic, depth_topic, image_topic, transform_msg
+    from gausstr_ros.tools.output_recorder import OutputRecorder
+    from gausstr_ros.tools.replay_session import NodeProcess, input_topics, spin_until, wait_for_subscriptions
 
     checkpoint = _node_checkpoint(setting, tmp, depth_head)
     rig = nuscenes_rig(WIDTH, HEIGHT)

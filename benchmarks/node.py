@@ -88,7 +88,6 @@ def direct(jpegs: list[bytes], input_size: tuple[int, int], sets: int, tmp: Path
     """Mean ms per stage over `sets` frame sets through the node's own input/output functions."""
     import rclpy
 
-    from gausstr_ros.bag_writer import transform_msg
     from gausstr_ros.gaussian_msgs import MarkerPublisherState
     from gausstr_ros.image_codec import parse_camera_info
     from gausstr_ros.node_inputs import FrameSet, camera_to_base, decode_views
@@ -96,6 +95,7 @@ def direct(jpegs: list[bytes], input_size: tuple[int, int], sets: int, tmp: Path
     from gausstr_ros.qos import OUTPUT_QOS
     from gausstr_ros.stamps import make_header
     from gausstr_ros.tf_buffer import TransformBuffer
+    from gausstr_ros.tools.bag_writer import transform_msg
 
     predictor = OccupancyPredictor.from_checkpoint(make_checkpoint(tmp / f"tiny_{input_size[0]}.pth", input_size))
     rig, images, infos, depths = frame_messages(jpegs, 10**18, input_size)
@@ -178,10 +178,10 @@ def live(jpegs: list[bytes], seconds: float, tmp: Path) -> tuple[float, float, i
     from sensor_msgs.msg import CameraInfo, CompressedImage, Image
     from tf2_msgs.msg import TFMessage
 
-    from gausstr_ros.bag_writer import camera_info_topic, depth_topic, image_topic, transform_msg
-    from gausstr_ros.output_recorder import OutputRecorder
     from gausstr_ros.qos import OUTPUT_QOS, TF_STATIC_QOS
-    from gausstr_ros.replay_session import input_topics, node_command, spin_until, wait_for_subscriptions
+    from gausstr_ros.tools.bag_writer import camera_info_topic, depth_topic, image_topic, transform_msg
+    from gausstr_ros.tools.output_recorder import OutputRecorder
+    from gausstr_ros.tools.replay_session import input_topics, node_command, spin_until, wait_for_subscriptions
 
     checkpoint = make_checkpoint(tmp / "live.pth", NETWORK_INPUT)
     rig = nuscenes_rig(WIDTH, HEIGHT)

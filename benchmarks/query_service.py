@@ -2,7 +2,7 @@
 
 Set-up: a one-keyframe synthetic world (six 160x90 cameras, patch-8 caches) as a bag with depth
 topics, the untrained tiny model (config/tiny.yaml, Gaussian scale multiplier 1 as the tests' tiny
-checkpoint) in the real occupancy node (own process, gausstr_ros.replay_session), the bag replayed
+checkpoint) in the real occupancy node (own process, gausstr_ros.tools.replay_session), the bag replayed
 once so the node holds a prediction. Untrained features are relevant to every prompt a little, so
 every Gaussian is voxelised for each query: a worst case for the query's cost.
 Then, from this process (rclpy client), `--calls` calls of each kind, one prompt per call:
@@ -39,10 +39,10 @@ from gausstr_core.data.synthetic.generate import SynthOptions, generate_dataset
 from gausstr_core.data.synthetic.rig import nuscenes_rig
 from gausstr_core.model.checkpoint import save_checkpoint
 from gausstr_core.model.gausstr import GaussTR
-from gausstr_ros import bag_cli
-from gausstr_ros.output_recorder import OutputRecorder
-from gausstr_ros.replay_session import NodeProcess, replay_bag, spin_until
 from gausstr_ros.srv import Query
+from gausstr_ros.tools import bag_cli
+from gausstr_ros.tools.output_recorder import OutputRecorder
+from gausstr_ros.tools.replay_session import NodeProcess, replay_bag, spin_until
 
 ROOT = Path(__file__).resolve().parents[1]
 GOAL_MS = 50.0

@@ -141,7 +141,7 @@ def remove_stale_temporaries(folder: str | Path, rank: int | None = None) -> lis
         pid = int(match["pid"])
         if pid != os.getpid() and not process_alive(pid):
             if path.is_dir():
-                shutil.rmtree(path)  # e.g. a bag folder (gausstr_ros.bag_writer)
+                shutil.rmtree(path)  # e.g. a bag folder (gausstr_ros.tools.bag_writer)
             else:
                 path.unlink(missing_ok=True)
             removed.append(path)

@@ -94,7 +94,7 @@ class Rig:
         from gausstr_ros.qos import OUTPUT_QOS, TF_STATIC_QOS
 
         self.node = node
-        from gausstr_ros.bag_writer import camera_info_topic, depth_topic, image_topic
+        from gausstr_ros.tools.bag_writer import camera_info_topic, depth_topic, image_topic
 
         self.images = {c: node.create_publisher(CompressedImage, image_topic(c), OUTPUT_QOS) for c in CAMERAS}
         self.infos = {c: node.create_publisher(CameraInfo, camera_info_topic(c), OUTPUT_QOS) for c in CAMERAS}
@@ -107,7 +107,7 @@ class Rig:
     def publish_tf(self) -> None:
         from tf2_msgs.msg import TFMessage
 
-        from gausstr_ros.bag_writer import transform_msg
+        from gausstr_ros.tools.bag_writer import transform_msg
 
         self.tf_static.publish(TFMessage(transforms=[
             transform_msg("base_link", c, camera_to_base(yaw), 0) for c, yaw in zip(CAMERAS, (0.0, np.pi))]))
@@ -172,13 +172,13 @@ def wait_log(proc, text: str, node, recorder, timeout_s: float = 20.0) -> str:
 
 
 def start_node(checkpoint: Path, log_path: Path, **params):
-    from gausstr_ros.replay_session import NodeProcess
+    from gausstr_ros.tools.replay_session import NodeProcess
 
     return NodeProcess(checkpoint, CAMERAS, log_path, depth_source="topic", sync_slop_s=0.05, **params)
 
 
 def call(node, srv_type, name: str, request, timeout_s: float = 30.0):
-    from gausstr_ros.replay_session import spin_until
+    from gausstr_ros.tools.replay_session import spin_until
 
     client = node.create_client(srv_type, f"/gausstr_occupancy/{name}")
     assert client.wait_for_service(timeout_sec=timeout_s), name

@@ -15,8 +15,8 @@ from rosbags.rosbag2 import Reader
 
 from gausstr_core.data.nuscenes import NuScenesReader
 from gausstr_core.data.synthetic.generate import SynthOptions, generate_dataset
-from gausstr_ros import bag_cli
-from gausstr_ros.bag_writer import camera_frames, write_bag
+from gausstr_ros.tools import bag_cli
+from gausstr_ros.tools.bag_writer import camera_frames, write_bag
 
 
 @pytest.fixture(scope="module")

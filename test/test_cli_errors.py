@@ -12,7 +12,7 @@ from tiny_world import synthetic_world, tiny_config, untrained_checkpoint
 
 from gausstr_core.cli import convert, eval, prepare, synth, train, viz
 from gausstr_core.cli.entry import console_script
-from gausstr_ros import bag_cli
+from gausstr_ros.tools import bag_cli
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -18,8 +18,8 @@ from gausstr_core.model.checkpoint import save_checkpoint
 from gausstr_core.model.gausstr import GaussTR
 from gausstr_core.predict import OccupancyPredictor
 from gausstr_core.prediction_io import load_sample_views
-from gausstr_ros import bag_cli
-from gausstr_ros.output_recorder import occupancy_labels
+from gausstr_ros.tools import bag_cli
+from gausstr_ros.tools.output_recorder import occupancy_labels
 
 pytestmark = [pytest.mark.ros]
 REPO = Path(__file__).resolve().parents[1]
@@ -74,8 +74,8 @@ def expected_labels(world: dict) -> dict[int, np.ndarray]:
 def test_node_runs_on_its_own_depth_without_depth_topics(world: dict, tmp_path: Path, ros_domain_id) -> None:
     import rclpy
 
-    from gausstr_ros.output_recorder import OutputRecorder
-    from gausstr_ros.replay_session import NodeProcess, replay_bag
+    from gausstr_ros.tools.output_recorder import OutputRecorder
+    from gausstr_ros.tools.replay_session import NodeProcess, replay_bag
 
     expected = expected_labels(world)
     assert len(expected) == SAMPLES

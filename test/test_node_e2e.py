@@ -19,9 +19,9 @@ from gausstr_core.model.checkpoint import save_checkpoint
 from gausstr_core.model.gausstr import GaussTR
 from gausstr_core.predict import OccupancyPredictor
 from gausstr_core.prediction_io import load_sample_views
-from gausstr_ros import bag_cli
 from gausstr_ros.node_outputs import OUTPUT_TOPICS
-from gausstr_ros.output_recorder import header_of, occupancy_labels
+from gausstr_ros.tools import bag_cli
+from gausstr_ros.tools.output_recorder import header_of, occupancy_labels
 
 pytestmark = [pytest.mark.ros, pytest.mark.slow]
 REPO = Path(__file__).resolve().parents[1]
@@ -78,8 +78,8 @@ def expected_outputs(world: Path, checkpoint: Path, cameras: list[str]) -> dict[
 def test_bag_replay_through_the_node_matches_the_predictor(rig, worlds, checkpoint, tmp_path, ros_domain_id):
     import rclpy
 
-    from gausstr_ros.output_recorder import OutputRecorder
-    from gausstr_ros.replay_session import NodeProcess, replay_bag
+    from gausstr_ros.tools.output_recorder import OutputRecorder
+    from gausstr_ros.tools.replay_session import NodeProcess, replay_bag
 
     cameras = RIGS[rig]
     expected = expected_outputs(worlds[rig], checkpoint, cameras)

@@ -24,8 +24,8 @@ pytestmark = [pytest.mark.ros, pytest.mark.slow]
 
 
 def test_bad_inputs_are_reported_and_output_resumes(checkpoint, ros, tmp_path):
-    from gausstr_ros.output_recorder import OutputRecorder
-    from gausstr_ros.replay_session import input_topics, spin_until, wait_for_subscriptions
+    from gausstr_ros.tools.output_recorder import OutputRecorder
+    from gausstr_ros.tools.replay_session import input_topics, spin_until, wait_for_subscriptions
 
     node = ros
     recorder = OutputRecorder(node)
@@ -102,7 +102,7 @@ def test_bad_inputs_are_reported_and_output_resumes(checkpoint, ros, tmp_path):
 def test_checkpoint_failures_lifecycle_and_run_time_vocabulary(checkpoint, ros, tmp_path):
     from lifecycle_msgs.msg import Transition
 
-    from gausstr_ros.output_recorder import OutputRecorder, occupancy_labels
+    from gausstr_ros.tools.output_recorder import OutputRecorder, occupancy_labels
 
     node = ros
     missing, corrupt = tmp_path / "missing.pth", tmp_path / "corrupt.pth"

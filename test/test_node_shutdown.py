@@ -46,8 +46,8 @@ def test_signals_end_the_node_cleanly_in_every_state(state, first, checkpoint, t
     from diagnostic_msgs.msg import DiagnosticArray
     from lifecycle_msgs.msg import Transition
 
-    from gausstr_ros.output_recorder import OutputRecorder
-    from gausstr_ros.replay_session import NodeProcess
+    from gausstr_ros.tools.output_recorder import OutputRecorder
+    from gausstr_ros.tools.replay_session import NodeProcess
 
     rclpy.init()
     node = rclpy.create_node("shutdown_tester")

@@ -56,10 +56,10 @@ def test_time_tf_and_image_faults_do_not_blind_the_node(checkpoint, ros, tmp_pat
     from geometry_msgs.msg import TransformStamped
     from tf2_msgs.msg import TFMessage
 
-    from gausstr_ros.output_recorder import OutputRecorder
     from gausstr_ros.qos import TF_QOS
-    from gausstr_ros.replay_session import input_topics, spin_until, wait_for_subscriptions
     from gausstr_ros.stamps import ns_to_stamp
+    from gausstr_ros.tools.output_recorder import OutputRecorder
+    from gausstr_ros.tools.replay_session import input_topics, spin_until, wait_for_subscriptions
 
     node = ros
     recorder = OutputRecorder(node)
@@ -123,8 +123,8 @@ def test_time_tf_and_image_faults_do_not_blind_the_node(checkpoint, ros, tmp_pat
 
 
 def test_wrong_camera_list_is_named_and_depth_source_auto(checkpoint, ros, tmp_path):
-    from gausstr_ros.output_recorder import OutputRecorder
-    from gausstr_ros.replay_session import NodeProcess, spin_until
+    from gausstr_ros.tools.output_recorder import OutputRecorder
+    from gausstr_ros.tools.replay_session import NodeProcess, spin_until
 
     node = ros
     recorder = OutputRecorder(node)
@@ -158,9 +158,9 @@ def test_looping_keyframe_bag_gives_outputs_on_every_loop(tmp_path, ros_domain_i
     from gausstr_core.data.synthetic.rig import nuscenes_rig
     from gausstr_core.model.checkpoint import save_checkpoint
     from gausstr_core.model.gausstr import GaussTR
-    from gausstr_ros import bag_cli
-    from gausstr_ros.output_recorder import OutputRecorder
-    from gausstr_ros.replay_session import NodeProcess, input_topics, spin_until, wait_for_subscriptions
+    from gausstr_ros.tools import bag_cli
+    from gausstr_ros.tools.output_recorder import OutputRecorder
+    from gausstr_ros.tools.replay_session import NodeProcess, input_topics, spin_until, wait_for_subscriptions
 
     samples, loops = 10, 3
     cameras = ["CAM_FRONT", "CAM_BACK"]

@@ -27,7 +27,7 @@ from gausstr_core.data.synthetic.generate import SynthOptions, generate_dataset
 from gausstr_core.data.synthetic.rig import nuscenes_rig
 from gausstr_core.model.checkpoint import save_checkpoint
 from gausstr_core.model.gausstr import GaussTR
-from gausstr_ros import bag_cli
+from gausstr_ros.tools import bag_cli
 
 pytestmark = [pytest.mark.ros, pytest.mark.slow]
 REPO = Path(__file__).resolve().parents[1]
@@ -70,9 +70,9 @@ def test_query_service_finds_cars_and_pedestrians_on_a_running_node(world, tmp_p
     from sensor_msgs.msg import PointCloud2
 
     from gausstr_ros.msg import QueryResult, QueryResults
-    from gausstr_ros.output_recorder import OutputRecorder
-    from gausstr_ros.replay_session import NodeProcess, replay_bag, spin_until
     from gausstr_ros.srv import Query
+    from gausstr_ros.tools.output_recorder import OutputRecorder
+    from gausstr_ros.tools.replay_session import NodeProcess, replay_bag, spin_until
 
     rclpy.init()
     node = rclpy.create_node("query_node_test")

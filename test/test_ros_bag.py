@@ -25,11 +25,11 @@ from gausstr_core.data.cache import write_cache_map
 from gausstr_core.data.nuscenes import NuScenesReader
 from gausstr_core.data.synthetic.rig import nuscenes_rig
 from gausstr_core.data.synthetic.tables import NuScenesTables
-from gausstr_ros import bag_cli
-from gausstr_ros.bag_writer import camera_frames, provider_depth_source, write_bag
 from gausstr_ros.image_codec import decode_depth_msg, parse_camera_info
 from gausstr_ros.stamps import stamp_to_ns
 from gausstr_ros.tf_buffer import TransformBuffer
+from gausstr_ros.tools import bag_cli
+from gausstr_ros.tools.bag_writer import camera_frames, provider_depth_source, write_bag
 
 VERSION = "v1.0-mini"
 SCENE = "tiny-scene"
@@ -101,7 +101,7 @@ def read_bag(path: Path) -> dict[str, list[tuple[int, object]]]:
 
 
 def test_keyframe_bag_round_trips(tree, reader, tmp_path):
-    from gausstr_ros.bag_writer import cache_depth_source
+    from gausstr_ros.tools.bag_writer import cache_depth_source
 
     frames = camera_frames(reader, [SCENE])
     summary = write_bag(tmp_path / "bag", frames, depth=cache_depth_source(tree / "cache", "synthetic_depth"),
@@ -211,8 +211,8 @@ def test_play_to_a_subscriber_in_another_process(reader, tmp_path, ros_domain_id
                              lambda m: got["images"].append((stamp_to_ns(m.header.stamp), bytes(m.data))), reliable)
     node.create_subscription(Clock, "/clock", lambda m: got["clock"].append(stamp_to_ns(m.clock)), reliable)
     player = subprocess.Popen(
-        [sys.executable, "-m", "gausstr_ros.play", str(tmp_path / "bag"), "--rate", "4", "--clock", "--wait", "30",
-         "--delay", "0.5", "--linger", "4"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        [sys.executable, "-m", "gausstr_ros.tools.play", str(tmp_path / "bag"), "--rate", "4", "--clock", "--wait",
+         "30", "--delay", "0.5", "--linger", "4"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         deadline = time.monotonic() + 40
         while len(got["images"]) < len(front) and time.monotonic() < deadline:
@@ -241,7 +241,7 @@ def test_play_to_a_subscriber_in_another_process(reader, tmp_path, ros_domain_id
 def test_player_rate_loop_and_topic_filter(reader, tmp_path, ros_domain_id):
     import rclpy
 
-    from gausstr_ros.play import BagPlayer
+    from gausstr_ros.tools.play import BagPlayer
 
     frames = camera_frames(reader, [SCENE], keyframes_only=False, limit=4)  # ~0.29 s of data
     write_bag(tmp_path / "bag", frames, progress=False)
@@ -283,7 +283,7 @@ def test_replay_qos_adapts_to_the_offered_profiles():
 
 
 def start_player(bag: Path, *args: str) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "gausstr_ros.play", str(bag), *args], stdout=subprocess.PIPE,
+    return subprocess.Popen([sys.executable, "-m", "gausstr_ros.tools.play", str(bag), *args], stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
 
 

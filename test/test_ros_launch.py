@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from gausstr_ros.bag_writer import camera_info_topic, depth_topic, image_topic
+from gausstr_ros.tools.bag_writer import camera_info_topic, depth_topic, image_topic
 
 ROOT = Path(__file__).resolve().parents[1]
 LAUNCH_FILE = ROOT / "launch" / "occupancy.launch.py"

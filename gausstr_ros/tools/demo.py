@@ -1,6 +1,6 @@
 """The end-to-end demo (`make demo`): synthetic world -> CPU training -> bag -> occupancy_node -> metrics.
 
-    python -m gausstr_ros.demo [--out demo_out] [--train-seconds 300] [--play-rate 0.1]
+    python -m gausstr_ros.tools.demo [--out demo_out] [--train-seconds 300] [--play-rate 0.1]
 
 1. gausstr-synth: a synthetic nuScenes-format world (train scenes + held-out val scenes, keyframes).
 2. gausstr-train: the tiny GaussTR (config/tiny.yaml) on the train scenes for --train-seconds on the
@@ -34,7 +34,7 @@ from gausstr_core.data.synthetic.generate import SynthOptions, generate_dataset
 from gausstr_core.metrics import OccupancyMetrics
 from gausstr_core.predict import resolve_resource
 from gausstr_core.vocabulary import Vocabulary
-from gausstr_ros import bag_cli
+from gausstr_ros.tools import bag_cli
 
 _TINY_CONFIG = Path(__file__).resolve().parents[1] / "config" / "tiny.yaml"
 
@@ -49,7 +49,7 @@ class DemoOptions:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m gausstr_ros.demo", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="python -m gausstr_ros.tools.demo", description=__doc__.split("\n")[0])
     p.add_argument("--out", default="demo_out", help="output folder (world, model, bag, pictures, summary)")
     p.add_argument("--train-seconds", type=float, default=300.0, help="CPU training budget, s (default 300)")
     p.add_argument("--scenes", type=int, default=4, help="synthetic scenes; the last quarter is held out")
@@ -133,8 +133,8 @@ def replay_through_node(model: Path, bag: Path, config: Config, options: DemoOpt
     """Start the node, play the bag at `rate`, return the recorder and the node log path."""
     import rclpy
 
-    from gausstr_ros.output_recorder import OutputRecorder
-    from gausstr_ros.replay_session import NodeProcess, replay_bag, spin_until
+    from gausstr_ros.tools.output_recorder import OutputRecorder
+    from gausstr_ros.tools.replay_session import NodeProcess, replay_bag, spin_until
 
     cameras = list(config.data.cameras)
     log_path = options.out / "node.log"
@@ -158,8 +158,8 @@ def replay_through_node(model: Path, bag: Path, config: Config, options: DemoOpt
 
 def score_node_outputs(recorder, config: Config) -> tuple[OccupancyMetrics, int]:
     """Occ3D metrics of the published occupancy vs the ground truth (camera mask); matched samples."""
-    from gausstr_ros.output_recorder import occupancy_labels
     from gausstr_ros.stamps import stamp_to_ns
+    from gausstr_ros.tools.output_recorder import occupancy_labels
 
     vocabulary = Vocabulary.load(resolve_resource(config.inference.vocabulary, "vocabulary file"))
     data = config.data

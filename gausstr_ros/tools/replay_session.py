@@ -23,8 +23,8 @@ from typing import Any
 import rclpy
 from rclpy.node import Node
 
-from gausstr_ros.bag_writer import camera_info_topic, depth_topic, image_topic
-from gausstr_ros.output_recorder import OutputRecorder
+from gausstr_ros.tools.bag_writer import camera_info_topic, depth_topic, image_topic
+from gausstr_ros.tools.output_recorder import OutputRecorder
 
 
 def nuscenes_remappings(cameras: Sequence[str]) -> list[tuple[str, str]]:
@@ -158,7 +158,7 @@ def replay_bag(
         raise TimeoutError(f"the node did not subscribe to the bag topics within {ready_timeout_s:.0f} s")
     before = recorder.count("occupancy")
     play = subprocess.Popen(
-        [*_console_script("gausstr-play", "gausstr_ros.play"), str(bag), "--rate", str(rate), "--wait", "30",
+        [*_console_script("gausstr-play", "gausstr_ros.tools.play"), str(bag), "--rate", str(rate), "--wait", "30",
          "--delay", "2", "--linger", "2"],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:

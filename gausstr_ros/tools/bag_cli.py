@@ -14,7 +14,7 @@ from gausstr_core.cli.entry import CliParser, console_script
 from gausstr_core.config import load_config
 from gausstr_core.data.nuscenes import NuScenesReader, find_version
 from gausstr_core.errors import UserError
-from gausstr_ros.bag_writer import (
+from gausstr_ros.tools.bag_writer import (
     STORAGES,
     cache_depth_source,
     camera_frames,
