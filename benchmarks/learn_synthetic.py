@@ -44,12 +44,13 @@ from pathlib import Path
 import torch
 
 from gausstr_core.cli.eval import evaluate
-from gausstr_core.cli.run_config import checkpoint_config, run_config
+from gausstr_core.cli.run_config import run_config
 from gausstr_core.config import Config, apply_overrides, config_from_dict, load_config
 from gausstr_core.data import GaussTRDataset, collate_samples
 from gausstr_core.data.synthetic.generate import SynthOptions, generate_dataset, world_camera_mask
 from gausstr_core.data.synthetic.occupancy import CAMERA_MASK_RULES
 from gausstr_core.metrics import oracle_ceiling, oracle_fractions
+from gausstr_core.model.checkpoint import checkpoint_config
 from gausstr_core.predict import OccupancyPredictor
 from gausstr_core.render import render_gaussians
 from gausstr_core.train.loop import train

@@ -36,12 +36,13 @@ import torch
 
 from benchmarks.learn_synthetic import REPO, WORLD, ensure_world, training_config
 from benchmarks.oracle_synthetic import OracleHead, OracleKnobs, class_features, oracle_config
-from gausstr_core.cli.run_config import checkpoint_config, run_config
+from gausstr_core.cli.run_config import run_config
 from gausstr_core.data import GaussTRDataset
 from gausstr_core.data.nuscenes import NuScenesReader
 from gausstr_core.data.occ3d import FREE_ID, OCC3D_CLASSES, load_occ3d, occ3d_path
 from gausstr_core.data.synthetic.occupancy import CAMERA_MASK_RULES
 from gausstr_core.metrics import OccupancyMetrics
+from gausstr_core.model.checkpoint import checkpoint_config
 from gausstr_core.predict import OccupancyPredictor, Prediction, Views
 from gausstr_core.prediction_io import load_sample_views
 from gausstr_core.query import DEFAULT_THRESHOLD

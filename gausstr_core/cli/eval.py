@@ -21,10 +21,11 @@ from pathlib import Path
 from tqdm import tqdm
 
 from gausstr_core.cli.entry import CliParser, console_script
-from gausstr_core.cli.run_config import add_run_config_arguments, checkpoint_config, run_config
+from gausstr_core.cli.run_config import add_run_config_arguments, run_config
 from gausstr_core.data.nuscenes import NuScenesReader
 from gausstr_core.data.occ3d import load_occ3d, occ3d_path
 from gausstr_core.metrics import OccupancyMetrics, occupancy_from_density, oracle_ceiling, oracle_fractions
+from gausstr_core.model.checkpoint import checkpoint_config
 from gausstr_core.predict import STAGES, OccupancyPredictor
 from gausstr_core.prediction_io import load_sample_views, save_prediction
 

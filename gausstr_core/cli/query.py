@@ -22,8 +22,9 @@ from matplotlib.figure import Figure
 
 from gausstr_core.atomic_files import write_atomic
 from gausstr_core.cli.entry import CliParser, console_script
-from gausstr_core.cli.run_config import checkpoint_config, run_config
+from gausstr_core.cli.run_config import run_config
 from gausstr_core.data.nuscenes import NuScenesReader
+from gausstr_core.model.checkpoint import checkpoint_config
 from gausstr_core.predict import OccupancyPredictor
 from gausstr_core.prediction_io import load_sample_views
 from gausstr_core.query import DEFAULT_MAX_CLUSTERS, DEFAULT_THRESHOLD, QueryAnswer, check_query_arguments

@@ -16,7 +16,6 @@ import yaml
 
 from gausstr_core.config import Config, apply_overrides, config_from_dict
 from gausstr_core.data.nuscenes import find_version
-from gausstr_core.model.checkpoint import load_checkpoint
 
 RUN_SECTIONS = ("data", "grid", "inference")
 
@@ -26,15 +25,6 @@ def add_run_config_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", help="YAML whose data / grid / inference keys replace the checkpoint's")
     parser.add_argument("--data", help="dataset root (nuScenes layout: <version>/, samples/, gts/, cache/)")
     parser.add_argument("--device", default="cpu", help="torch device (default: cpu)")
-
-
-def checkpoint_config(path: str | Path) -> Config:
-    """The config stored in a checkpoint."""
-    saved = load_checkpoint(path)["config"]
-    try:
-        return config_from_dict(saved)
-    except (ValueError, TypeError) as exc:
-        raise ValueError(f"checkpoint {path}: invalid config: {exc}") from exc
 
 
 def run_config(base: Config, config_file: str | None, data_dir: str | None, overrides: list[str]) -> Config:

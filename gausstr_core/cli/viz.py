@@ -16,10 +16,11 @@ import sys
 from pathlib import Path
 
 from gausstr_core.cli.entry import CliParser, console_script
-from gausstr_core.cli.run_config import add_run_config_arguments, checkpoint_config, run_config
+from gausstr_core.cli.run_config import add_run_config_arguments, run_config
 from gausstr_core.config import Config
 from gausstr_core.data.nuscenes import NuScenesReader
 from gausstr_core.data.occ3d import load_occ3d, occ3d_path
+from gausstr_core.model.checkpoint import checkpoint_config
 from gausstr_core.predict import OccupancyPredictor, prepare_views
 from gausstr_core.prediction_io import load_prediction, load_sample_views
 from gausstr_core.viz import save_prediction_figures

@@ -135,13 +135,19 @@ def load_state_dict_strict(model: nn.Module, state_dict: dict[str, torch.Tensor]
     model.load_state_dict(state_dict, strict=True)
 
 
+def checkpoint_config(path: str | Path, ckpt: dict[str, Any] | None = None) -> Config:
+    """The Config stored in the checkpoint at `path`; ckpt: that file as load_checkpoint read it, if already read."""
+    saved = (load_checkpoint(path) if ckpt is None else ckpt)["config"]
+    try:
+        return config_from_dict(saved)
+    except (ValueError, TypeError) as exc:
+        raise ValueError(f"checkpoint {path}: invalid config: {exc}") from exc
+
+
 def build_model_from_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tuple[GaussTR, Config]:
     """GaussTR built from the checkpoint's own config, weights loaded strictly, in eval mode on `device`."""
     ckpt = load_checkpoint(path)
-    try:
-        config = config_from_dict(ckpt["config"])
-    except (ValueError, TypeError) as exc:
-        raise ValueError(f"checkpoint {path}: invalid config: {exc}") from exc
+    config = checkpoint_config(path, ckpt)
     model = GaussTR(config.model)
     load_state_dict_strict(model, ckpt["state_dict"], f"checkpoint {path}")
     return model.to(device).eval(), config

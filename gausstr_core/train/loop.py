@@ -26,7 +26,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
 from gausstr_core.atomic_files import remove_stale_temporaries
-from gausstr_core.config import Config, config_from_dict, save_config
+from gausstr_core.config import Config, save_config
 from gausstr_core.data import collate_samples
 from gausstr_core.data.dataset import GaussTRDataset
 from gausstr_core.losses import gausstr_losses
@@ -319,7 +319,3 @@ class _Trainer:
             self.logger.end_epoch()
         self.logger.close()
         return TrainResult(self.step, self.epoch, last_ckpt, history)
-
-
-def load_config_from_checkpoint(path: str | Path) -> Config:
-    return config_from_dict(load_checkpoint(path)["config"])
