@@ -11,7 +11,7 @@ Held-out scores, on every `val` keyframe:
   depth abs rel: mean |d - d*| / d* of the rendered depth d of the last decoder layer (accumulated,
     as trained; deterministic reference points) against the true depth d* (synthetic_depth_gt
     cache) over the pixels with 0 < d* < train.far_depth, per camera image at the input size;
-  IoU / mIoU (17 and 15 classes): gausstr_core.cli.eval.evaluate (zero-shot text similarity through
+  IoU / mIoU (17 and 15 classes): gausstr_core.evaluation.evaluate (zero-shot text similarity through
     OccupancyPredictor, Occ3D labels inside mask_camera), with the same config and defaults as
     `gausstr-eval CHECKPOINT --data DIR`, so that command prints the same mIoU. mIoU15 (without
     others and other_flat, which the vocabulary never predicts) is the headline, mIoU17 beside it;
@@ -43,12 +43,12 @@ from pathlib import Path
 
 import torch
 
-from gausstr_core.cli.eval import evaluate
 from gausstr_core.cli.run_config import run_config
 from gausstr_core.config import Config, apply_overrides, config_from_dict, load_config
 from gausstr_core.data import GaussTRDataset, collate_samples
 from gausstr_core.data.synthetic.generate import SynthOptions, generate_dataset, world_camera_mask
 from gausstr_core.data.synthetic.occupancy import CAMERA_MASK_RULES
+from gausstr_core.evaluation import evaluate
 from gausstr_core.metrics import oracle_ceiling, oracle_fractions
 from gausstr_core.model.checkpoint import checkpoint_config
 from gausstr_core.predict import OccupancyPredictor

@@ -5,7 +5,7 @@ epoch end) and `epoch_<e>.pt` (the same file, put in place before latest.pt: see
 each a model checkpoint (gausstr_core.model.checkpoint) with a
 `train_state` extra: optimizer, scheduler, step, epoch, batches consumed in the epoch, RNG states,
 the best validation score so far. Validation (train.val_every > 0): at every val_every-th epoch end,
-rank 0 scores the model on train.val_split (gausstr_core.cli.eval.evaluate with the feature and
+rank 0 scores the model on train.val_split (gausstr_core.evaluation.evaluate with the feature and
 depth caches) and logs IoU, mIoU over 17 and 15 classes and density IoU (log line and TensorBoard
 val/*); when train.best_metric beats the best so far, that epoch's checkpoint is also put in place
 as `best.pt` (before latest.pt). A resumed run keeps the best so far.
@@ -207,7 +207,7 @@ class _Trainer:
         True when train.best_metric beats the best so far (then self.best is updated)."""
         if not self.info.is_main:
             return False
-        from gausstr_core.cli.eval import evaluate
+        from gausstr_core.evaluation import evaluate
         from gausstr_core.predict import OccupancyPredictor, default_feature_spec, matching_text_encoder_spec
 
         cfg = self.config.train
