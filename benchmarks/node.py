@@ -44,7 +44,7 @@ NETWORK_INPUT = (504, 896)
 def make_jpegs() -> list[bytes]:
     """Six 1600x900 JPEGs, >= 150 KB each: blocks of the synthetic world's palette colours (what the tiny
     model's synthetic feature provider reads) with per-pixel noise."""
-    from gausstr_core.data.synthetic.palette import palette_tensor
+    from gausstr_core.synthetic_palette import palette_tensor
 
     colours = (palette_tensor().numpy() * 255).round()
     out = []

@@ -1,7 +1,7 @@
 """Display colours: the usual Occ3D-nuScenes palette, plus stable colours for any other class name.
 
 For showing results (RViz messages, pictures), so a class looks the same everywhere. The synthetic
-world's renderer has its own palette (gausstr_core.data.synthetic.palette), chosen for telling
+world's renderer has its own palette (gausstr_core.synthetic_palette), chosen for telling
 classes apart in rendered pixels rather than for display.
 """
 

@@ -67,7 +67,7 @@ def camera_to_base(yaw: float) -> np.ndarray:
 def palette_image(seed: int, height: int = HEIGHT, width: int = WIDTH, block: int = 8, noise: int = 0) -> np.ndarray:
     """(H, W, 3) uint8: blocks of the synthetic world's palette colours (what its feature provider reads),
     plus uniform noise of +- `noise` levels."""
-    from gausstr_core.data.synthetic.palette import palette_tensor
+    from gausstr_core.synthetic_palette import palette_tensor
 
     rng = np.random.default_rng(seed)
     colours = (palette_tensor().numpy() * 255).round()

@@ -10,13 +10,13 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from gausstr_core.data.synthetic.palette import CLASS_COLORS, PALETTE_CLASSES
 from gausstr_core.data.synthetic.raycast import RayCaster
 from gausstr_core.data.synthetic.render import decode_jpeg, encode_jpeg, render_view
 from gausstr_core.data.synthetic.rig import nuscenes_rig
 from gausstr_core.data.synthetic.scene import generate_world
 from gausstr_core.foundation.base import FeatureProvider, TextEncoder
 from gausstr_core.foundation.synthetic import SyntheticFeatureProvider, SyntheticTextEncoder, decode_classes
+from gausstr_core.synthetic_palette import CLASS_COLORS, PALETTE_CLASSES
 
 PATCH = 8
 

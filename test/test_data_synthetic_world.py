@@ -10,7 +10,6 @@ import torch
 
 from gausstr_core.data.occ3d import FREE_ID, OCC3D_CLASSES
 from gausstr_core.data.synthetic.occupancy import camera_visibility, lidar_rays, lidar_visibility, occupancy_semantics
-from gausstr_core.data.synthetic.palette import SKY_ID
 from gausstr_core.data.synthetic.raycast import RayCaster, _hit_box, _hit_cylinder, _hit_ellipsoid
 from gausstr_core.data.synthetic.render import pixel_rays
 from gausstr_core.data.synthetic.rig import nuscenes_rig
@@ -25,6 +24,7 @@ from gausstr_core.data.synthetic.scene import (
     generate_world,
 )
 from gausstr_core.grid import VoxelGrid
+from gausstr_core.synthetic_palette import PALETTE_CLASSES, SKY_ID
 
 CAR, VEG, MANMADE = (OCC3D_CLASSES.index(n) for n in ("car", "vegetation", "manmade"))
 
@@ -167,3 +167,8 @@ def test_cli_writes_a_tree_and_refuses_to_overwrite(tmp_path, capsys) -> None:
     assert main(args) == 2 and "already exists" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["--out", str(tmp_path), "--image-size", "64by36"])
+
+
+def test_palette_class_ids_are_occ3d_ids_with_sky_for_free() -> None:
+    assert PALETTE_CLASSES[:SKY_ID] == OCC3D_CLASSES[:SKY_ID] and OCC3D_CLASSES[SKY_ID] == "free"
+    assert PALETTE_CLASSES[SKY_ID:] == ("sky",)

@@ -26,7 +26,7 @@ def test_unknown_names_and_bad_specs() -> None:
 
 
 def test_synthetic_providers_agree_through_the_registry() -> None:
-    from gausstr_core.data.synthetic.palette import PALETTE_CLASSES, palette_tensor
+    from gausstr_core.synthetic_palette import PALETTE_CLASSES, palette_tensor
 
     features = build_feature_provider(
         {"name": "synthetic", "feature_dim": 16, "patch_size": 4, "noise": 0.0}, device="cpu"

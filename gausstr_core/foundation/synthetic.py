@@ -27,8 +27,8 @@ import re
 import torch
 import torch.nn.functional as F
 
-from gausstr_core.data.synthetic.palette import BRIGHTNESS_RANGE, PALETTE_CLASSES, palette_tensor
 from gausstr_core.errors import UserError
+from gausstr_core.synthetic_palette import BRIGHTNESS_RANGE, PALETTE_CLASSES, palette_tensor
 
 FIT_TOLERANCE = 0.06  # RGB distance in [0, 1] from the fitted palette colour
 MIN_INTERIOR = 0.30  # fraction of pixels whose 3 x 3 neighbourhood decodes to one class

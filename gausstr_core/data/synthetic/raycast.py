@@ -12,8 +12,8 @@ from dataclasses import dataclass
 
 import torch
 
-from gausstr_core.data.synthetic.palette import SKY_ID
 from gausstr_core.data.synthetic.scene import BOX, CYLINDER, ELLIPSOID, World
+from gausstr_core.synthetic_palette import SKY_ID
 
 _EPS = 1e-4
 

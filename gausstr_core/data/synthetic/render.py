@@ -16,8 +16,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from gausstr_core.data.synthetic.palette import palette_tensor
 from gausstr_core.data.synthetic.raycast import RayCaster
+from gausstr_core.synthetic_palette import palette_tensor
 
 
 @dataclass

@@ -1,21 +1,23 @@
-"""Class colours of the synthetic world, shared by its renderer and the synthetic feature provider.
+"""Class colours of the synthetic world, shared by its renderer (gausstr_core.data.synthetic) and
+its feature provider (gausstr_core.foundation.synthetic), which both depend on this module.
 
-`PALETTE_CLASSES[i]` is the class with Occ3D id i, except id 17 ("free" in Occ3D), which is the sky
-in images and class maps. Colours were chosen so that any two stay >= 40 RGB levels apart under
-every brightness factor in `BRIGHTNESS_RANGE` (shading x texture), so pixels decode back to their
-class after shading, texture noise and JPEG compression.
+Not the display colours (gausstr_core.palette): these are chosen so that any two stay >= 40 RGB
+levels apart under every brightness factor in `BRIGHTNESS_RANGE` (shading x texture), so pixels
+decode back to their class after shading, texture noise and JPEG compression.
+
+`PALETTE_CLASSES[i]` is the class with Occ3D id i (gausstr_core.data.occ3d.OCC3D_CLASSES, checked
+by test/test_data_synthetic_world.py), except id 17 ("free" in Occ3D), which is the sky in images
+and class maps. The table lists them itself so that this module imports no data layer.
 """
 
 from __future__ import annotations
 
 import torch
 
-from gausstr_core.data.occ3d import OCC3D_CLASSES
-
-PALETTE_CLASSES = OCC3D_CLASSES[:-1] + ("sky",)
 SKY_ID = 17
 BRIGHTNESS_RANGE = (0.6, 1.12)  # product of shading and texture factors used by the renderer
 
+# Row order = class id.
 CLASS_COLORS: dict[str, tuple[int, int, int]] = {
     "others": (163, 9, 230),
     "barrier": (227, 15, 139),
@@ -36,6 +38,7 @@ CLASS_COLORS: dict[str, tuple[int, int, int]] = {
     "vegetation": (40, 140, 40),
     "sky": (140, 200, 250),
 }
+PALETTE_CLASSES = tuple(CLASS_COLORS)
 
 
 def palette_tensor(dtype: torch.dtype = torch.float32) -> torch.Tensor:
