@@ -16,6 +16,7 @@ from std_msgs.msg import Header
 from visualization_msgs.msg import Marker, MarkerArray
 
 from gausstr_core.palette import class_colors
+from gausstr_ros.marker_cdr import encode_marker_array
 from gausstr_ros.msg import GaussianArray
 
 DEFAULT_MAX_MARKERS = 500  # rclpy serialises a Marker in ~30 us: 1800 markers cost ~0.7 camera periods
@@ -86,9 +87,29 @@ class MarkerPublisherState:
 
     def leftover_deletes(self, count: int, header: Header, ns: str = MARKER_NAMESPACE) -> list[Marker]:
         """DELETE markers for ids count .. previous_count - 1, then remember `count`."""
-        deletes = [Marker(header=header, ns=ns, id=i, action=Marker.DELETE) for i in range(count, self.previous_count)]
+        return [Marker(header=header, ns=ns, id=i, action=Marker.DELETE) for i in self.leftover_ids(count)]
+
+    def leftover_ids(self, count: int) -> range:
+        """Ids count .. previous_count - 1 (to DELETE), then remember `count`."""
+        ids = range(count, self.previous_count)
         self.previous_count = count
-        return deletes
+        return ids
+
+
+def _marker_fields(means, scales, quats, opacities, labels, class_names: Sequence[str], sigma_k: float,
+                   max_markers: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Checked Gaussians -> per SPHERE poses (n, 7) position + orientation x y z w, sizes (n, 3) and colours
+    (n, 4) r g b a, float64, n <= max_markers (the most opaque kept, in their order)."""
+    means, scales, quats, opacities, labels = _check(means, scales, quats, opacities, labels, len(class_names))
+    if sigma_k <= 0 or max_markers < 0:
+        raise ValueError(f"gaussian_markers: need sigma_k > 0 and max_markers >= 0, got {sigma_k}, {max_markers}")
+    if len(means) > max_markers:
+        keep = np.sort(np.argsort(-opacities, kind="stable")[:max_markers])
+        means, scales, quats, opacities, labels = means[keep], scales[keep], quats[keep], opacities[keep], labels[keep]
+    rgb = class_colors(class_names).astype(np.float64) / 255.0
+    colours = np.concatenate([rgb[labels], np.clip(opacities, 0, 1)[:, None]], axis=1)
+    poses = np.concatenate([means, wxyz_to_xyzw(quats)], axis=1).astype(np.float64)
+    return poses, (2.0 * sigma_k * scales).astype(np.float64), colours
 
 
 def gaussian_markers(
@@ -111,16 +132,8 @@ def gaussian_markers(
     updates markers in place); ids used last frame and not now get a DELETE (no DELETEALL).
     The ADD markers are `state`'s pooled objects: publish the result before the next call.
     """
-    means, scales, quats, opacities, labels = _check(means, scales, quats, opacities, labels, len(class_names))
-    if sigma_k <= 0 or max_markers < 0:
-        raise ValueError(f"gaussian_markers: need sigma_k > 0 and max_markers >= 0, got {sigma_k}, {max_markers}")
-    if len(means) > max_markers:
-        keep = np.sort(np.argsort(-opacities, kind="stable")[:max_markers])
-        means, scales, quats, opacities, labels = means[keep], scales[keep], quats[keep], opacities[keep], labels[keep]
-    rgb = class_colors(class_names).astype(np.float64) / 255.0
-    colours = np.concatenate([rgb[labels], np.clip(opacities, 0, 1)[:, None]], axis=1).tolist()
-    poses = np.concatenate([means, wxyz_to_xyzw(quats)], axis=1).astype(np.float64).tolist()
-    sizes = (2.0 * sigma_k * scales).astype(np.float64).tolist()
+    poses, sizes, colours = (a.tolist() for a in _marker_fields(means, scales, quats, opacities, labels,
+                                                                 class_names, sigma_k, max_markers))
     markers = state.markers(len(poses))
     for m, pose, size, colour in zip(markers, poses, sizes, colours):
         m.header, m.ns, m.type, m.action = header, ns, Marker.SPHERE, Marker.ADD
@@ -129,3 +142,32 @@ def gaussian_markers(
         s.x, s.y, s.z = size
         c.r, c.g, c.b, c.a = colour
     return MarkerArray(markers=markers + state.leftover_deletes(len(markers), header, ns))
+
+
+def gaussian_markers_serialized(
+    means: np.ndarray,
+    scales: np.ndarray,
+    quats: np.ndarray,
+    opacities: np.ndarray,
+    labels: np.ndarray,
+    class_names: Sequence[str],
+    header: Header,
+    state: MarkerPublisherState,
+    sigma_k: float = 1.0,
+    max_markers: int = DEFAULT_MAX_MARKERS,
+    ns: str = MARKER_NAMESPACE,
+) -> bytes:
+    """gaussian_markers' MarkerArray as serialized CDR bytes for `Publisher.publish` (marker_cdr; use only
+    when marker_cdr.layout_matches()): the same markers, built without rclpy message objects."""
+    poses, sizes, colours = _marker_fields(means, scales, quats, opacities, labels, class_names, sigma_k,
+                                           max_markers)
+    count, deletes = len(poses), len(state.leftover_ids(len(poses)))
+    delete_poses = np.zeros((deletes, 7))
+    delete_poses[:, 6] = 1.0  # a default Pose's orientation is the identity quaternion
+    return encode_marker_array(
+        header, ns, np.arange(count + deletes),
+        np.concatenate([np.full(count, Marker.SPHERE), np.zeros(deletes, dtype=np.int64)]),
+        np.concatenate([np.full(count, Marker.ADD), np.full(deletes, Marker.DELETE)]),
+        np.concatenate([poses, delete_poses]), np.concatenate([sizes, np.zeros((deletes, 3))]),
+        np.concatenate([colours, np.zeros((deletes, 4))]),
+    )

@@ -207,10 +207,9 @@ def _decode_compressed(msg: CompressedImage, header: ImageHeader, min_size: tupl
         raise ImageDecodeError(f"JPEG in CompressedImage has {header.bit_depth}-bit samples; only 8-bit JPEG "
                                "is supported")
     try:
-        if kind == "JPEG" and min_size is not None and device.type == "cpu":
-            scaled = _decode_jpeg_scaled(data, min_size)
-            if scaled is not None:
-                return scaled
+        scalable = min_size is not None and 2 * min_size[0] <= header.height and 2 * min_size[1] <= header.width
+        if kind == "JPEG" and scalable and device.type == "cpu":
+            return _decode_jpeg_scaled(data, min_size)
         encoded = torch.frombuffer(data, dtype=torch.uint8)
         if kind == "JPEG":
             image = decode_jpeg(encoded, mode=ImageReadMode.RGB, device=device)
@@ -228,13 +227,10 @@ def _decode_compressed(msg: CompressedImage, header: ImageHeader, min_size: tupl
     return image
 
 
-def _decode_jpeg_scaled(data: bytearray, min_size: tuple[int, int]) -> torch.Tensor | None:
-    """libjpeg DCT-domain downscaled decode (PIL draft), or None when no scale <= 1/2 covers min_size
-    (full-size decoding is faster with torchvision)."""
+def _decode_jpeg_scaled(data: bytearray, min_size: tuple[int, int]) -> torch.Tensor:
+    """libjpeg DCT-domain downscaled decode (PIL draft) at the coarsest scale (1/2, 1/4, 1/8) covering
+    min_size (H, W); the caller checks that 1/2 does (otherwise full-size decoding by torchvision is faster)."""
     with PILImage.open(io.BytesIO(data)) as img:
-        width, height = img.size
-        if 2 * int(min_size[0]) > height or 2 * int(min_size[1]) > width:
-            return None
         img.draft("RGB", (int(min_size[1]), int(min_size[0])))
         pixels = np.asarray(img.convert("RGB"))
     return torch.from_numpy(np.ascontiguousarray(pixels.transpose(2, 0, 1)))

@@ -5,9 +5,11 @@ Every failure raises InputError(kind, source, message): kind names the problem c
 
 Network input made here (`network_input=True`): each camera's image is decoded and resized to the
 model's input in the decoding threads, with the predictor's own ResizeCrop plan (antialiased
-bilinear, separable): on the CPU the horizontal pass runs in uint8 and the vertical one in float,
-so the result is within half a grey level (0.5 / 255) of the float ResizeCrop of the full decode
-at about a third of its cost (uint8 in both passes rounds twice and can be a level off); on CUDA
+bilinear, separable): on the CPU the horizontal pass runs in uint8 and the vertical one in float
+(gausstr_core.resize_fused, reading the uint8 rows, cropping and scaling in one loop; PyTorch
+without numba), so the result is within half a grey level (0.5 / 255) of the float ResizeCrop of
+the full decode at a fraction of its cost (uint8 in both passes rounds twice and can be a level
+off); on CUDA
 (nvjpeg decode) all in float, as the predictor would. The Views then carry float images in
 [0, 1], img_aug and input-size depths, so the predictor resizes nothing.
 """
@@ -26,6 +28,7 @@ import torch
 import torch.nn.functional as F
 from sensor_msgs.msg import CompressedImage, Image
 
+from gausstr_core import resize_fused
 from gausstr_core.data.augment import ResizeCrop, plan_resize_crop
 from gausstr_core.predict import Views
 from gausstr_ros.image_codec import (
@@ -97,6 +100,8 @@ def resize_to_input(image: torch.Tensor, resize: ResizeCrop) -> torch.Tensor:
     x = image[None]
     if x.shape[-1] != rw:
         x = F.interpolate(x, size=(x.shape[-2], rw), mode="bilinear", align_corners=False, antialias=True)
+    if resize_fused.available():
+        return resize_fused.vertical_pass(x[0], resize)
     x = x.float()
     if x.shape[-2] != rh:
         x = F.interpolate(x, size=(rh, rw), mode="bilinear", align_corners=False, antialias=True)

@@ -9,7 +9,13 @@ from visualization_msgs.msg import Marker, MarkerArray
 
 from gausstr_core.data.occ3d import OCC3D_CLASSES as OCC3D_CLASS_NAMES
 from gausstr_core.palette import OCC3D_COLORS, class_colors, name_color
-from gausstr_ros.gaussian_msgs import MarkerPublisherState, gaussian_array_msg, gaussian_markers
+from gausstr_ros import marker_cdr
+from gausstr_ros.gaussian_msgs import (
+    MarkerPublisherState,
+    gaussian_array_msg,
+    gaussian_markers,
+    gaussian_markers_serialized,
+)
 from gausstr_ros.msg import GaussianArray
 from gausstr_ros.stamps import make_header
 
@@ -83,6 +89,24 @@ def test_markers_reuse_ids_and_delete_only_leftovers():
     assert [m.id for m in third.markers] == list(range(9))
     assert not any(m.action in (Marker.DELETE, Marker.DELETEALL) for m in third.markers)
     assert state.previous_count == 9
+
+
+@pytest.mark.parametrize("frame_id", ["base_link", "ego", "a_longer_frame_name"])
+def test_serialized_markers_deserialize_to_the_message_path(frame_id):
+    """The CDR fast path gives, frame after frame (growing, shrinking: DELETEs), what rclpy reads as the
+    markers the message path builds; frame ids of different lengths move the doubles' 8-byte phase."""
+    assert marker_cdr.layout_matches()
+    header = make_header(frame_id, 1_234_567_891)
+    by_message, by_bytes = MarkerPublisherState(), MarkerPublisherState()
+    for n, seed in ((7, 0), (3, 1), (12, 2), (0, 3), (5, 4)):
+        g = gaussians(n, seed)
+        expected = gaussian_markers(**g, class_names=OCC3D_CLASS_NAMES, header=header, state=by_message,
+                                    sigma_k=1.5, max_markers=10)
+        data = gaussian_markers_serialized(**g, class_names=OCC3D_CLASS_NAMES, header=header, state=by_bytes,
+                                           sigma_k=1.5, max_markers=10)
+        assert isinstance(data, bytes)
+        assert deserialize_message(data, MarkerArray) == deserialize_message(serialize_message(expected), MarkerArray)
+    assert by_bytes.previous_count == by_message.previous_count == 5
 
 
 def test_marker_cap_keeps_the_most_opaque():
