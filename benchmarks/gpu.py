@@ -279,11 +279,12 @@ def voxelise(setting: Setting) -> dict[str, Any]:
 
 @stage("semantics", 15, "classify_ms")
 def semantics(setting: Setting) -> dict[str, Any]:
+    from gausstr_core.resources import vocabulary_file
     from gausstr_core.semantics import OpenVocabularyHead
     from gausstr_core.vocabulary import Vocabulary
     from gausstr_core.voxelize import voxelize_gaussians
 
-    vocabulary = Vocabulary.load(ROOT / "config" / "vocabulary_occ3d.yaml")
+    vocabulary = Vocabulary.load(vocabulary_file("vocabulary_occ3d.yaml"))
     dim = setting.config.model.feature_dim
     prompts = len(vocabulary.prompt_to_class)
     prototypes = torch.randn(prompts, dim, generator=torch.Generator().manual_seed(2)).to(setting.device)

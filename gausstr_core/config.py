@@ -92,7 +92,7 @@ class GridConfig:
 class InferenceConfig:
     """Gaussians -> semantic occupancy (docs/model_and_data_facts.md section 1, inference)."""
 
-    vocabulary: str = "config/vocabulary_occ3d.yaml"
+    vocabulary: str = "vocabulary_occ3d.yaml"  # a YAML path, else a packaged vocabulary (gausstr_core.resources)
     prototypes: str = ""  # optional prototype file; else computed from the vocabulary
     # text encoder spec (foundation.registry) for vocabularies without a prototype file; empty: the
     # feature provider's match (synthetic -> synthetic, maskclip -> clip)

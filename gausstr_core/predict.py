@@ -29,7 +29,6 @@ from typing import Any
 import torch
 from torch import nn
 
-import gausstr_core
 from gausstr_core.config import Config, ModelConfig
 from gausstr_core.data.augment import plan_resize_crop
 from gausstr_core.foundation.base import DepthProvider, FeatureProvider, TextEncoder
@@ -45,13 +44,13 @@ from gausstr_core.geometry import pixel_to_input_matrix
 from gausstr_core.grid import VoxelGrid
 from gausstr_core.model.checkpoint import build_model_from_checkpoint, load_checkpoint
 from gausstr_core.query import DEFAULT_MAX_CLUSTERS, DEFAULT_THRESHOLD, QueryAnswer, SceneQuery
+from gausstr_core.resources import resolve_resource
 from gausstr_core.semantics import OpenVocabularyHead
 from gausstr_core.vocabulary import Prototypes, Vocabulary, VocabularyClass, compute_prototypes, load_prototypes
 from gausstr_core.voxelize import filter_gaussians, voxelize_gaussians
 
 STAGES = ("preprocess", "features", "depth", "model", "voxelize", "semantics", "total")
 LOG = logging.getLogger(__name__)
-_SOURCE_ROOT = Path(gausstr_core.__file__).resolve().parents[1]
 
 
 @dataclass
@@ -131,17 +130,6 @@ class Prediction:
     def labels_occ3d(self) -> torch.Tensor:
         """(X, Y, Z) uint8 Occ3D ids via the vocabulary's declared mapping (ValueError if it has none)."""
         return self.vocabulary.to_occ3d(self.labels)
-
-
-def resolve_resource(path: str | Path, what: str) -> Path:
-    """A vocabulary / prototype file: as given (absolute or relative to the working directory), else
-    relative to the source tree (config paths such as 'config/vocabulary_occ3d.yaml')."""
-    given = Path(path).expanduser()
-    candidates = [given] if given.is_absolute() else [given, _SOURCE_ROOT / given]
-    for candidate in candidates:
-        if candidate.is_file():
-            return candidate
-    raise FileNotFoundError(f"{what} not found: tried {', '.join(str(c) for c in candidates)}")
 
 
 def prepare_views(

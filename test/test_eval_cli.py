@@ -18,6 +18,7 @@ from gausstr_core.data.cache import read_cache_map
 from gausstr_core.data.nuscenes import NuScenesReader
 from gausstr_core.predict import OccupancyPredictor, Views
 from gausstr_core.prediction_io import load_prediction
+from gausstr_core.resources import resolve_resource
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -46,7 +47,7 @@ def independent(world: dict) -> dict:
     config = world["config"]
     data = config.data
     predictor = OccupancyPredictor.from_checkpoint(world["checkpoint"], config=config)
-    vocabulary = yaml.safe_load((REPO / config.inference.vocabulary).read_text())
+    vocabulary = yaml.safe_load(resolve_resource(config.inference.vocabulary, "vocabulary").read_text())
     occ3d_of_class = np.array([c["occ3d_id"] for c in vocabulary["classes"]])
     reader = NuScenesReader(data.dataroot, data.version, data.cameras)
     confusion = np.zeros((18, 18), dtype=np.int64)

@@ -17,6 +17,7 @@ from gausstr_core.data.cache import read_cache_map
 from gausstr_core.data.dataset import GaussTRDataset
 from gausstr_core.data.nuscenes import NuScenesReader
 from gausstr_core.predict import STAGES, OccupancyPredictor, Views
+from gausstr_core.resources import resolve_resource
 from gausstr_core.vocabulary import Vocabulary
 
 REPO = Path(__file__).resolve().parents[1]
@@ -47,7 +48,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> dict:
 
 def test_predict_shapes_dtypes_and_label_rules(world: dict) -> None:
     prediction, config = world["first"], world["config"]
-    vocabulary = Vocabulary.load(REPO / config.inference.vocabulary)
+    vocabulary = Vocabulary.load(resolve_resource(config.inference.vocabulary, "vocabulary"))
     grid_dims = (200, 200, 16)
     queries = 6 * config.model.num_queries
     assert prediction.labels.shape == grid_dims and prediction.labels.dtype == torch.uint8
@@ -65,7 +66,7 @@ def test_predict_shapes_dtypes_and_label_rules(world: dict) -> None:
     assert int(prediction.labels.max()) < len(vocabulary.classes)
     assert bool((prediction.confidence >= 0).all()) and bool((prediction.confidence <= 1 + 1e-6).all())
     # Occ3D ids through the vocabulary file's own mapping.
-    declared = yaml.safe_load((REPO / config.inference.vocabulary).read_text())["classes"]
+    declared = yaml.safe_load(resolve_resource(config.inference.vocabulary, "vocabulary").read_text())["classes"]
     table = {c["name"]: c["occ3d_id"] for c in declared}
     expected = torch.tensor([table[n] for n in vocabulary.class_names], dtype=torch.uint8)[prediction.labels.long()]
     assert torch.equal(prediction.labels_occ3d(), expected)
@@ -122,7 +123,7 @@ def test_vocabulary_swap_without_reloading(world: dict) -> None:
         predictor.set_vocabulary(coarse)
         swapped = predictor.predict(world["views"])
     finally:
-        predictor.set_vocabulary(REPO / world["config"].inference.vocabulary)
+        predictor.set_vocabulary(world["config"].inference.vocabulary)
     assert predictor.model is model
     assert swapped.class_names == ["vehicle", "ground", "structure", "sky"] and swapped.free_label == 3
     assert int(swapped.labels.max()) <= 3

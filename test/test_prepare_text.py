@@ -7,11 +7,12 @@ from test_foundation_fakes import write_tiny_open_clip
 
 from gausstr_core.cli.prepare import main
 from gausstr_core.foundation.synthetic import SyntheticTextEncoder
+from gausstr_core.resources import vocabulary_file
 from gausstr_core.vocabulary import TEMPLATE_SETS, Vocabulary, load_prototypes
 
 
-def test_synthetic_prototypes_of_the_occ3d_vocabulary(repo_root, tmp_path) -> None:
-    vocab_path = repo_root / "config" / "vocabulary_occ3d.yaml"
+def test_synthetic_prototypes_of_the_occ3d_vocabulary(tmp_path) -> None:
+    vocab_path = vocabulary_file("vocabulary_occ3d.yaml")
     out = tmp_path / "protos" / "synthetic.pth"
     main(
         [
@@ -39,7 +40,7 @@ def test_synthetic_prototypes_of_the_occ3d_vocabulary(repo_root, tmp_path) -> No
         torch.testing.assert_close(prototypes.embeddings[prototypes.prompts.index(prompt)], row)
 
 
-def test_clip_prototypes_from_a_local_model(repo_root, tmp_path) -> None:
+def test_clip_prototypes_from_a_local_model(tmp_path) -> None:
     import open_clip
 
     clip_dir = write_tiny_open_clip(tmp_path / "clip")
@@ -50,7 +51,7 @@ def test_clip_prototypes_from_a_local_model(repo_root, tmp_path) -> None:
         [
             "text",
             "--vocabulary",
-            str(repo_root / "config" / "vocabulary_occ3d.yaml"),
+            str(vocabulary_file("vocabulary_occ3d.yaml")),
             "--provider",
             str(spec),
             "--out",
@@ -71,8 +72,8 @@ def test_clip_prototypes_from_a_local_model(repo_root, tmp_path) -> None:
     torch.testing.assert_close(prototypes.embeddings, expected, atol=1e-5, rtol=1e-4)
 
 
-def test_bad_input_exits_with_a_message(repo_root, tmp_path, capsys) -> None:
-    code = main(["text", "--vocabulary", str(repo_root / "config" / "vocabulary_occ3d.yaml"),
+def test_bad_input_exits_with_a_message(tmp_path, capsys) -> None:
+    code = main(["text", "--vocabulary", "vocabulary_occ3d.yaml",  # a packaged vocabulary by name
                  "--out", str(tmp_path / "x.pth")])
     assert code == 2 and "needs a 'name'" in capsys.readouterr().err
     absent = str(tmp_path / "absent.yaml")

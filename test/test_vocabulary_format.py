@@ -7,6 +7,7 @@ import pytest
 import torch
 import yaml
 
+from gausstr_core.resources import vocabulary_file
 from gausstr_core.vocabulary import Vocabulary
 
 OCC3D_NAMES = [
@@ -50,8 +51,8 @@ AUTHOR_GROUPS = [
 
 
 @pytest.fixture
-def occ3d(repo_root) -> Vocabulary:
-    return Vocabulary.load(repo_root / "config" / "vocabulary_occ3d.yaml")
+def occ3d() -> Vocabulary:
+    return Vocabulary.load(vocabulary_file("vocabulary_occ3d.yaml"))
 
 
 def test_shipped_vocabulary_is_the_authors_prompt_groups(occ3d: Vocabulary) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from gausstr_core.resources import vocabulary_file
 from gausstr_core.vocabulary import (
     TEMPLATE_SETS,
     Prototypes,
@@ -34,8 +35,8 @@ def _unit(row: list[float]) -> list[float]:
 
 
 @pytest.fixture
-def occ3d(repo_root) -> Vocabulary:
-    return Vocabulary.load(repo_root / "config" / "vocabulary_occ3d.yaml")
+def occ3d() -> Vocabulary:
+    return Vocabulary.load(vocabulary_file("vocabulary_occ3d.yaml"))
 
 
 def test_our_file_round_trip(occ3d: Vocabulary, tmp_path) -> None:

@@ -1,6 +1,6 @@
 """`gausstr-prepare`: text prototypes, and feature / depth caches of a nuScenes split.
 
-    gausstr-prepare text --vocabulary config/vocabulary_occ3d.yaml --provider t2d.yaml --out protos.pth
+    gausstr-prepare text --vocabulary vocabulary_occ3d.yaml --provider t2d.yaml --out protos.pth
     gausstr-prepare features --config cfg.yaml --split train --provider dinov2.yaml --kind talk2dino
     gausstr-prepare depth --dataroot data/nuscenes --version v1.0-mini --split mini_train \\
         --provider '{name: metric3d, hub_dir: ~/Metric3D, entry: metric3d_vit_large}' --kind metric3d
@@ -175,9 +175,10 @@ def write_maps(
 
 def run_text(args: argparse.Namespace) -> None:
     from gausstr_core.foundation.registry import build_text_encoder
+    from gausstr_core.resources import resolve_resource
     from gausstr_core.vocabulary import Vocabulary, compute_prototypes, save_prototypes
 
-    vocabulary = Vocabulary.load(args.vocabulary)
+    vocabulary = Vocabulary.load(resolve_resource(args.vocabulary, "vocabulary file"))
     spec = parse_provider_spec(args.provider, args.option)
     encoder = build_text_encoder(spec, device=args.device)
     prototypes = compute_prototypes(vocabulary, encoder, provider=spec["name"])
@@ -235,7 +236,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     text = sub.add_parser("text", help="vocabulary -> text prototype file")
-    text.add_argument("--vocabulary", required=True, help="vocabulary YAML")
+    text.add_argument("--vocabulary", required=True, help="vocabulary YAML (path, or a packaged one's name)")
     text.add_argument("--out", required=True, help="prototype file to write")
 
     for name, help_text in (("features", "feature-map caches"), ("depth", "depth-map caches")):

@@ -21,7 +21,7 @@ from gausstr_core.config import Config
 from gausstr_core.model.checkpoint import atomic_save, load_state_dict_strict, save_checkpoint
 from gausstr_core.model.gausstr import GaussTR
 from gausstr_core.model.safe_unpickle import load_foreign_checkpoint
-from gausstr_core.predict import resolve_resource
+from gausstr_core.resources import resolve_resource
 from gausstr_core.vocabulary import Vocabulary
 
 # (authors' pattern, our replacement); each authors' key matches at most one pattern.

@@ -32,7 +32,7 @@ from gausstr_core.data.nuscenes import NuScenesReader
 from gausstr_core.data.occ3d import load_occ3d, occ3d_path
 from gausstr_core.data.synthetic.generate import SynthOptions, generate_dataset
 from gausstr_core.metrics import OccupancyMetrics
-from gausstr_core.predict import resolve_resource
+from gausstr_core.resources import resolve_resource
 from gausstr_core.vocabulary import Vocabulary
 from gausstr_ros.tools import bag_cli
 
