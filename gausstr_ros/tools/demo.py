@@ -34,9 +34,10 @@ from gausstr_core.data.synthetic.generate import SynthOptions, generate_dataset
 from gausstr_core.metrics import OccupancyMetrics
 from gausstr_core.resources import resolve_resource
 from gausstr_core.vocabulary import Vocabulary
+from gausstr_ros.share import share_file
 from gausstr_ros.tools import bag_cli
 
-_TINY_CONFIG = Path(__file__).resolve().parents[1] / "config" / "tiny.yaml"
+_TINY_CONFIG = "config/tiny.yaml"  # under share/gausstr_ros (gausstr_ros.share)
 
 
 @dataclasses.dataclass
@@ -72,13 +73,13 @@ def make_world(options: DemoOptions) -> Config:
     if not (root / "gausstr_synthetic.yaml").is_file():
         if root.exists():
             shutil.rmtree(root)  # an interrupted earlier run
-        tiny = load_config(str(_TINY_CONFIG))
+        tiny = load_config(str(share_file(_TINY_CONFIG)))
         summary = generate_dataset(root, SynthOptions(
             scenes=options.scenes, samples_per_scene=options.samples_per_scene, sweeps=False,
             feature_dim=tiny.model.feature_dim, patch_size=tiny.model.patch_size))
         print(f"world: {summary.samples} samples in {len(summary.scenes)} scenes ({summary.seconds:.0f} s)")
     world = load_config(str(root / "gausstr_synthetic.yaml"))
-    tiny = load_config(str(_TINY_CONFIG))
+    tiny = load_config(str(share_file(_TINY_CONFIG)))
     # A budget of minutes: the larger constant learning rate of benchmarks/learn_synthetic.py.
     train = dataclasses.replace(tiny.train, work_dir=str(options.out / "train"), lr=1e-3, warmup_iters=20,
                                 epochs=1000, lr_milestones=(1000,))
