@@ -35,8 +35,8 @@ Bad input (corrupt, empty, oversized or undecodable images, wrong encodings, inv
 missing or looping transforms, out-of-order or future stamps, stale or missing cameras) is
 skipped with a throttled warning and counted in /diagnostics; the node keeps running. Cameras
 that never publish are named in the log and in /diagnostics ("waiting for camera X").
-Parameters: config/occupancy.yaml; the vocabulary and output options change at run time (new
-prototypes, no model reload).
+Parameters: the table in gausstr_ros/node_params.py (config/occupancy.yaml is generated from it); the
+vocabulary, output options and standing queries change at run time (new prototypes, no model reload).
 """
 
 from __future__ import annotations
@@ -67,7 +67,7 @@ from gausstr_ros.gaussian_msgs import MarkerPublisherState
 from gausstr_ros.image_codec import CameraIntrinsics, ImageDecodeError, parse_camera_info
 from gausstr_ros.inference_worker import LatestOnlyWorker
 from gausstr_ros.node_inputs import FrameSet, InputError, camera_to_base, decode_views
-from gausstr_ros.node_outputs import OUTPUT_TYPES, OutputOptions, build_outputs
+from gausstr_ros.node_outputs import OUTPUT_TYPES, build_outputs, output_options
 from gausstr_ros.node_params import (
     LIVE_PARAMETERS,
     NodeSettings,
@@ -76,6 +76,8 @@ from gausstr_ros.node_params import (
     parse_vocabulary_prompts,
     read_settings,
     resolve_depth_source,
+    setting_value,
+    settings_problems,
 )
 from gausstr_ros.qos import OUTPUT_QOS, SENSOR_QOS, TF_QOS, TF_STATIC_QOS
 from gausstr_ros.query_service import QueryService
@@ -408,7 +410,7 @@ class OccupancyNode(LifecycleNode):
         prediction = predictor.predict(decoded.views)
         built = time.perf_counter()
         header = make_header(settings.base_frame, frame_set.stamps_ns[0])
-        outputs = build_outputs(prediction, header, _output_options(settings), self._marker_state)
+        outputs = build_outputs(prediction, header, output_options(settings), self._marker_state)
         published = time.perf_counter()
         for key, msg in outputs.items():
             self._outputs[key].publish(msg)
@@ -483,14 +485,11 @@ class OccupancyNode(LifecycleNode):
                 return SetParametersResult(successful=False, reason=reason)
         if self.settings is None:
             return SetParametersResult(successful=True)
-        changes = {p.name: p.value for p in params if p.name in LIVE_PARAMETERS}
-        for name in changes:
-            if isinstance(changes[name], list):
-                changes[name] = tuple(changes[name])
+        changes = {p.name: setting_value(p.name, p.value) for p in params if p.name in LIVE_PARAMETERS}
         settings = dataclasses.replace(self.settings, **changes)
-        if settings.bev_z_max < settings.bev_z_min:
-            return SetParametersResult(successful=False, reason=f"bev_z_max ({settings.bev_z_max}) must be >= "
-                                                                f"bev_z_min ({settings.bev_z_min})")
+        problems = settings_problems(settings)
+        if problems:
+            return SetParametersResult(successful=False, reason="; ".join(problems))
         vocab_changed = {"vocabulary_file", "vocabulary_prompts"} & set(changes)
         if vocab_changed and self.predictor is not None:
             try:
@@ -521,15 +520,6 @@ def _vocabulary_choice(settings: NodeSettings) -> Vocabulary | str | None:
     if settings.vocabulary_prompts.strip():
         return parse_vocabulary_prompts(settings.vocabulary_prompts)
     return settings.vocabulary_file or None
-
-
-def _output_options(settings: NodeSettings) -> OutputOptions:
-    return OutputOptions(
-        publish_points=settings.publish_points, max_points=settings.max_points, publish_bev=settings.publish_bev,
-        bev_z_band=(settings.bev_z_min, settings.bev_z_max), bev_obstacle_classes=settings.bev_obstacle_classes,
-        publish_gaussians=settings.publish_gaussians, publish_markers=settings.publish_markers,
-        max_markers=settings.max_markers, marker_sigma_k=settings.marker_sigma_k,
-    )
 
 
 def _free_gpu_memory() -> None:

@@ -3,10 +3,9 @@
     ros2 launch gausstr_ros occupancy.launch.py checkpoint:=/path/model.pth topic_preset:=nuscenes \
         use_sim_time:=true rviz:=true [device:=cuda] [depth_source:=topic] [vocabulary_file:=vocab.yaml]
 
-topic_preset maps the node's relative inputs ~/input/<camera>/{image,camera_info,depth} to:
-  nuscenes  /<camera>/image_rect_compressed (CompressedImage), /<camera>/camera_info, /<camera>/depth
-            (the topics gausstr-bag writes)
-  raw       /<camera>/image_raw (Image), /<camera>/camera_info, /<camera>/depth
+topic_preset maps the node's relative inputs ~/input/<camera>/{image,camera_info,depth} to the topics
+of a camera source: `nuscenes` (compressed images; the topics gausstr-bag writes) or `raw` (Image), the
+table of gausstr_ros/topic_presets.py.
 The cameras come from the `cameras` argument (comma-separated) or else from the params file;
 device, depth_source and vocabulary_file override the params file when given.
 """
@@ -20,12 +19,9 @@ from launch.actions import DeclareLaunchArgument, OpaqueFunction
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import LifecycleNode, Node
 
+from gausstr_ros.topic_presets import TOPIC_PRESETS  # plain Python, no rclpy: the presets the bag tools use
+
 PACKAGE = "gausstr_ros"
-# preset -> (image topic suffix, image_transport parameter)
-TOPIC_PRESETS = {
-    "nuscenes": ("image_rect_compressed", "compressed"),
-    "raw": ("image_raw", "raw"),
-}
 TRUE = ("true", "1", "yes", "on")
 
 
@@ -37,18 +33,6 @@ def _params_cameras(params_file: str) -> list[str]:
         if cameras:
             return [str(c) for c in cameras]
     raise RuntimeError(f"no 'cameras' parameter in {params_file}; pass cameras:=CAM_A,CAM_B")
-
-
-def _remappings(cameras: list[str], preset: str) -> list[tuple[str, str]]:
-    image_suffix, _ = TOPIC_PRESETS[preset]
-    rules = []
-    for cam in cameras:
-        rules += [
-            (f"~/input/{cam}/image", f"/{cam}/{image_suffix}"),
-            (f"~/input/{cam}/camera_info", f"/{cam}/camera_info"),
-            (f"~/input/{cam}/depth", f"/{cam}/depth"),
-        ]
-    return rules
 
 
 def _launch_setup(context, *args, **kwargs):
@@ -64,7 +48,7 @@ def _launch_setup(context, *args, **kwargs):
     overrides = {
         "autostart": arg("autostart").lower() in TRUE,
         "cameras": cameras,
-        "image_transport": TOPIC_PRESETS[preset][1],
+        "image_transport": TOPIC_PRESETS[preset].image_transport,
         "use_sim_time": use_sim_time,
     }
     for name in ("checkpoint", "device", "depth_source", "vocabulary_file"):
@@ -77,7 +61,7 @@ def _launch_setup(context, *args, **kwargs):
             name="gausstr_occupancy",
             namespace=arg("namespace"),
             parameters=[params_file, overrides],
-            remappings=_remappings(cameras, preset),
+            remappings=TOPIC_PRESETS[preset].remappings(cameras),
             output="screen",
         )
     ]

@@ -3,6 +3,7 @@ latest-only worker, throttled problem reporting."""
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from pathlib import Path
 
@@ -13,7 +14,16 @@ from diagnostic_msgs.msg import DiagnosticStatus
 
 from gausstr_ros.diagnostics import InputHealth
 from gausstr_ros.inference_worker import LatestOnlyWorker
-from gausstr_ros.node_params import PARAMETERS, check_parameter, parse_vocabulary_prompts
+from gausstr_ros.node_outputs import OutputOptions, output_options
+from gausstr_ros.node_params import (
+    LIVE_PARAMETERS,
+    OUTPUT_PARAMETERS,
+    PARAMETERS,
+    NodeSettings,
+    check_parameter,
+    parse_vocabulary_prompts,
+)
+from gausstr_ros.tools.params_yaml import render_params_yaml
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -25,6 +35,32 @@ def test_declared_parameters_are_exactly_the_params_file():
         assert PARAMETERS[name].default == value, name
         assert type(PARAMETERS[name].default) is type(value), name
         assert PARAMETERS[name].description, name
+
+
+def test_params_file_is_generated_from_the_table():
+    assert (REPO / "config" / "occupancy.yaml").read_text() == render_params_yaml(), (
+        "config/occupancy.yaml is stale: python -m gausstr_ros.tools.params_yaml config/occupancy.yaml")
+
+
+def test_descriptors_settings_and_output_options_derive_from_the_table():
+    from rcl_interfaces.msg import ParameterType
+
+    queue, slop = PARAMETERS["queue_size"].descriptor(), PARAMETERS["sync_slop_s"].descriptor()
+    assert queue.type == ParameterType.PARAMETER_INTEGER and (queue.integer_range[0].from_value,
+                                                                queue.integer_range[0].to_value) == (1, 1000)
+    assert slop.type == ParameterType.PARAMETER_DOUBLE and slop.floating_point_range[0].to_value == 10.0
+    transport = PARAMETERS["image_transport"].descriptor()
+    assert "['raw', 'compressed']" in transport.additional_constraints and not transport.read_only
+    assert PARAMETERS["autostart"].descriptor().read_only  # read once, at start
+    assert PARAMETERS["cameras"].descriptor().type == ParameterType.PARAMETER_STRING_ARRAY
+    settings = NodeSettings()
+    assert [f.name for f in dataclasses.fields(NodeSettings)] == list(PARAMETERS)
+    assert settings.cameras == tuple(PARAMETERS["cameras"].default) and settings.max_points == 15000
+    assert set(OUTPUT_PARAMETERS) <= LIVE_PARAMETERS
+    assert [f.name for f in dataclasses.fields(OutputOptions)] == list(OUTPUT_PARAMETERS)
+    changed = dataclasses.replace(settings, max_markers=7, bev_z_min=-1.0)
+    assert output_options(changed) == dataclasses.replace(OutputOptions(), max_markers=7, bev_z_min=-1.0)
+    assert OutputOptions().bev_obstacle_classes == tuple(PARAMETERS["bev_obstacle_classes"].default)
 
 
 @pytest.mark.parametrize(("name", "value", "words"), [

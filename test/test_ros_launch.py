@@ -143,11 +143,17 @@ def test_rviz_switch(launch_file):
     assert rviz[0].parameters == [{"use_sim_time": True}]
 
 
-def test_launch_file_imports_only_ros_launch_modules():
+def test_launch_file_imports_only_ros_launch_modules_and_the_topic_presets():
     tree = ast.parse(LAUNCH_FILE.read_text())
-    modules = {n.module.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
-    modules |= {a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
-    assert modules <= {"launch", "launch_ros", "ament_index_python", "yaml", "pathlib"}
+    modules = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+    modules |= {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    assert {m.split(".")[0] for m in modules - {"gausstr_ros.topic_presets"}} <= {
+        "launch", "launch_ros", "ament_index_python", "yaml", "pathlib"}
+    # what a `ros2 launch` process loads from the package: no rclpy, no torch
+    out = subprocess.run([sys.executable, "-c", "import sys, gausstr_ros.topic_presets; "
+                          "print(sorted({'rclpy', 'torch', 'numpy'} & set(sys.modules)))"],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0 and out.stdout.strip() == "[]", out.stdout + out.stderr
 
 
 PARAM_DUMP = """

@@ -1,6 +1,7 @@
 """nuScenes camera records -> ROS 2 bag (MCAP or sqlite3) replayable by `ros2 bag play`.
 
-Topics, as the common nuScenes ROS 2 converters write them (docs/model_and_data_facts.md section 4):
+Topics, as the common nuScenes ROS 2 converters write them (docs/model_and_data_facts.md section 4; the
+`nuscenes` preset of gausstr_ros.topic_presets):
   /<CAM>/image_rect_compressed  sensor_msgs/CompressedImage, the original JPEG bytes, frame <CAM>
   /<CAM>/camera_info            sensor_msgs/CameraInfo, K from calibration, no distortion
   /<CAM>/depth                  sensor_msgs/Image 32FC1 metres (optional; same field of view as
@@ -37,6 +38,7 @@ from gausstr_core.geometry import resize_crop_matrix, rotmat_to_quat
 from gausstr_ros.image_codec import camera_info_msg, compressed_image_msg, decode_image_msg, depth_image_msg
 from gausstr_ros.qos import OUTPUT_QOS, TF_QOS, TF_STATIC_QOS, to_bag_qos
 from gausstr_ros.stamps import make_header
+from gausstr_ros.topic_presets import TOPIC_PRESETS
 
 MAP_FRAME = "map"
 BASE_FRAME = "base_link"
@@ -47,16 +49,9 @@ ROS_DISTRO = "jazzy"
 DepthSource = Callable[[CameraRecord], np.ndarray]  # record -> (H, W) float32 depth, m (NaN = none)
 
 
-def image_topic(camera: str) -> str:
-    return f"/{camera}/image_rect_compressed"
-
-
-def camera_info_topic(camera: str) -> str:
-    return f"/{camera}/camera_info"
-
-
-def depth_topic(camera: str) -> str:
-    return f"/{camera}/depth"
+BAG_TOPICS = TOPIC_PRESETS["nuscenes"]  # the topics written (see the module docstring)
+image_topic, camera_info_topic, depth_topic = (BAG_TOPICS.image_topic, BAG_TOPICS.camera_info_topic,
+                                              BAG_TOPICS.depth_topic)
 
 
 @dataclass

@@ -1,7 +1,8 @@
 """Run the occupancy node as its own process on a bag (gausstr-play) and record its outputs.
 
 Used by the demo, the node tests and benchmarks/node.py. The node gets the remappings of the
-launch file's `nuscenes` preset (the topics gausstr-bag writes); parameters go as `-p name:=value`.
+`nuscenes` topic preset (gausstr_ros.topic_presets: the topics gausstr-bag writes, as the launch
+file's default); parameters go as `-p name:=value`.
 
     with NodeProcess(checkpoint, cameras, log_path, depth_source="topic") as proc:
         result = replay_bag(bag, cameras, expected_sets=4, depth=True)
@@ -23,17 +24,8 @@ from typing import Any
 import rclpy
 from rclpy.node import Node
 
-from gausstr_ros.tools.bag_writer import camera_info_topic, depth_topic, image_topic
+from gausstr_ros.tools.bag_writer import BAG_TOPICS, camera_info_topic, depth_topic, image_topic
 from gausstr_ros.tools.output_recorder import OutputRecorder
-
-
-def nuscenes_remappings(cameras: Sequence[str]) -> list[tuple[str, str]]:
-    """The node's relative inputs -> the topics of a gausstr-bag bag (the launch file's nuscenes preset)."""
-    rules = []
-    for cam in cameras:
-        rules += [(f"~/input/{cam}/image", image_topic(cam)), (f"~/input/{cam}/camera_info", camera_info_topic(cam)),
-                  (f"~/input/{cam}/depth", depth_topic(cam))]
-    return rules
 
 
 def input_topics(cameras: Sequence[str], depth: bool) -> list[str]:
@@ -64,11 +56,12 @@ def node_command(
 ) -> list[str]:
     """`occupancy_node --ros-args -p ... -r ...` for a gausstr-bag bag (images compressed);
     executable: another command line taking the node's arguments (default: occupancy_node)."""
-    values = {"checkpoint": str(checkpoint), "cameras": list(cameras), "image_transport": "compressed", **params}
+    values = {"checkpoint": str(checkpoint), "cameras": list(cameras), "image_transport": BAG_TOPICS.image_transport,
+              **params}
     cmd = [*(executable or _console_script("occupancy_node", "gausstr_ros.node")), "--ros-args"]
     for name, value in values.items():
         cmd += ["-p", f"{name}:={_param_value(value)}"]
-    for source, target in nuscenes_remappings(cameras):
+    for source, target in BAG_TOPICS.remappings(cameras):
         cmd += ["-r", f"{source}:={target}"]
     return cmd
 
