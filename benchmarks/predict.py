@@ -11,7 +11,8 @@ Gaussians pass the opacity filter: the count is printed). Cases:
          min_opacity 0: untrained opacities sit near 0.5, under the config's 0.6, and would leave
          nothing to voxelise;
   full+vit (CUDA only): the same with an untrained timm ViT-B/14-reg4 as the online feature provider.
-Every case runs on CPU, and again on CUDA when a GPU is present. Depth is always given (no depth
+Every case runs on CPU, and again on CUDA when a GPU is present (predictor profile=True: CUDA
+synchronised at every stage boundary, so each stage holds its own GPU time). Depth is always given (no depth
 network). Prints the table, then per case the ratio of a 10 Hz frame budget (100 ms) to the median
 total latency (>= 1: keeps up with 10 Hz).
 
@@ -91,7 +92,7 @@ def full_case(views: Views, device: torch.device, vit: bool) -> tuple[OccupancyP
     torch.manual_seed(0)
     provider = UntrainedViT(config.data.input_size, device) if vit else None
     predictor = OccupancyPredictor(GaussTR(config.model), config, device=device, feature_provider=provider,
-                                   text_encoder=SyntheticTextEncoder(config.model.feature_dim))
+                                   text_encoder=SyntheticTextEncoder(config.model.feature_dim), profile=True)
     if vit:
         return predictor, views
     h, w = (s // config.model.patch_size for s in config.data.input_size)
@@ -118,7 +119,7 @@ def main() -> None:
             torch.manual_seed(0)
             tiny = OccupancyPredictor(GaussTR(world_config.model), world_config, device=device,
                                       feature_provider=dict(world_config.data.feature_provider),
-                                      text_encoder={"name": "synthetic"})
+                                      text_encoder={"name": "synthetic"}, profile=True)
             results.append((f"tiny {device.type}", *measure(tiny, views, args.repeats)))
             for vit in (False, True):
                 if (vit and device.type != "cuda") or (device.type == "cpu" and args.skip_full_cpu):

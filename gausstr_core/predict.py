@@ -10,7 +10,10 @@ ResizeCrop, so a dataset sample and the original images give the same network in
 (feature provider, unless given), depth (depth provider, or with `model_depth` the model's depth
 head, unless given), model (GaussTR in eval mode: neck and decoder, last decoder layer), voxelize
 (optional Gaussian filter + voxeliser), semantics (prompt probabilities, denoising, synonym merge,
-labels), total.
+labels), total. Each stage is a public method that `predict` composes (as timm's forward_features /
+forward_head): prepare, features, depths, gaussians (model, and the depth head), select_gaussians
+and semantics (the OpenVocabularyHead itself, voxeliser included). Timing is one StageTimer per
+call; it synchronises CUDA at the stage boundaries only with `profile=True` (benchmarks).
 Deterministic by default (`inference.deterministic`): the decoder's reference points come from a
 generator seeded with `inference.seed`, so identical views give identical labels.
 """
@@ -19,9 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -45,9 +46,10 @@ from gausstr_core.grid import VoxelGrid
 from gausstr_core.model.checkpoint import build_model_from_checkpoint, load_checkpoint
 from gausstr_core.query import DEFAULT_MAX_CLUSTERS, DEFAULT_THRESHOLD, QueryAnswer, SceneQuery
 from gausstr_core.resources import resolve_resource
-from gausstr_core.semantics import OpenVocabularyHead
+from gausstr_core.semantics import OpenVocabularyHead, SemanticOccupancy
+from gausstr_core.stage_timer import StageTimer
 from gausstr_core.vocabulary import Prototypes, Vocabulary, VocabularyClass, compute_prototypes, load_prototypes
-from gausstr_core.voxelize import filter_gaussians, voxelize_gaussians
+from gausstr_core.voxelize import filter_gaussians
 
 STAGES = ("preprocess", "features", "depth", "model", "voxelize", "semantics", "total")
 LOG = logging.getLogger(__name__)
@@ -112,7 +114,8 @@ class Prediction:
     confidence: (X, Y, Z) probability of the chosen class.
     density: (X, Y, Z) voxelised Gaussian density.
     class_names: the vocabulary's K class names; free_label: index of its free class.
-    timings: ms per stage (STAGES), CUDA-synchronised.
+    timings: ms per stage (STAGES); CUDA-synchronised at each stage boundary only when the predictor
+        profiles (`profile`), else host wall time (queued GPU work may land in a later stage).
     """
 
     gaussians: Gaussians
@@ -185,6 +188,8 @@ class OccupancyPredictor:
     config.inference.prototypes when set). prototypes: Prototypes or prototype-file path for that
     vocabulary; None: encoded with the text encoder. model_depth: views without depths take the
     model's depth head instead of the depth provider (needs model.depth_head; settable later).
+    profile: synchronise CUDA at every stage boundary so Prediction.timings hold each stage's own GPU
+    time (benchmarks; settable later); off, predict never waits on the GPU for a timing.
     """
 
     def __init__(
@@ -199,8 +204,10 @@ class OccupancyPredictor:
         vocabulary: Vocabulary | str | Path | None = None,
         prototypes: Prototypes | str | Path | None = None,
         model_depth: bool = False,
+        profile: bool = False,
     ) -> None:
         self.device = torch.device(device)
+        self.profile = profile
         self.model = model.to(self.device).eval()
         self.config = config
         self.model_depth = model_depth
@@ -230,6 +237,7 @@ class OccupancyPredictor:
         depth_provider: DepthProvider | dict[str, Any] | None = None,
         text_encoder: TextEncoder | dict[str, Any] | None = None,
         model_depth: bool = False,
+        profile: bool = False,
     ) -> OccupancyPredictor:
         """Predictor for a `save_checkpoint` file.
 
@@ -255,6 +263,7 @@ class OccupancyPredictor:
         return cls(
             model, config, device=device, feature_provider=feature_provider, depth_provider=depth_provider,
             text_encoder=text_encoder, vocabulary=vocabulary, prototypes=prototypes, model_depth=model_depth,
+            profile=profile,
         )
 
     @property
@@ -349,59 +358,42 @@ class OccupancyPredictor:
         )
 
     def prepare(self, views: Views) -> PreparedViews:
-        """The preprocess stage alone (see prepare_views)."""
+        """Stage "preprocess": views at network-input size on the predictor's device (see prepare_views)."""
         data = self.config.data
         return prepare_views(views, data.input_size, self.config.model.patch_size, data.image_size, self.device)
 
     @torch.inference_mode()
     def predict(self, views: Views) -> Prediction:
-        """Views of one time step -> Prediction (see the module docstring for the stages)."""
-        vocabulary, head = self._semantics
-        timings = dict.fromkeys(STAGES, 0.0)
-        with self._timed(timings, "total"):
+        """Views of one time step -> Prediction: the stage methods below in turn, each timed under its
+        stage name (module docstring); CUDA-synchronised at the stage boundaries only with `profile`."""
+        timer = StageTimer(STAGES, self.device if self.profile else None)
+        with timer("total"):
             if views.depths is None and views.img_aug is None and views.images is not None and not self.model_depth:
-                with self._timed(timings, "depth"):
-                    views = dataclasses.replace(views, depths=self._original_depths(views))
-            with self._timed(timings, "preprocess"):
+                with timer("depth"):
+                    views = dataclasses.replace(views, depths=self.depths(views))
+            with timer("preprocess"):
                 inputs = self.prepare(views)
-            features, depths = inputs.features, inputs.depths
-            if features is None:
-                with self._timed(timings, "features"):
-                    features = self._run_feature_provider(inputs.images)
-            if depths is None and not self.model_depth:  # network-size views (img_aug given)
-                with self._timed(timings, "depth"):
-                    depths = self._run_depth_provider(
-                        inputs.images, pixel_to_input_matrix(inputs.intrinsics, inputs.img_aug))
-            cameras = (inputs.intrinsics[None], inputs.cam2ego[None], inputs.img_aug[None])
-            with self._timed(timings, "model"):
-                self.model.check_inputs(features[None], None if depths is None else depths[None], *cameras)
-                value_maps = self.model.encode(features[None])
-            if depths is None:
-                with self._timed(timings, "depth"):
-                    depths = self.model.predict_depth(value_maps, *cameras, tuple(self.config.data.input_size))[0]
-            with self._timed(timings, "model"):
-                gaussians = self.model.decode(
-                    value_maps, depths[None], *cameras, ref_points=self._reference_points(features.shape[0])
-                )[-1]
-            with self._timed(timings, "voxelize"):
-                gaussians = self._filter(gaussians)
-            with self._timed(timings, "semantics"):
-                prompt_probs = head.prompt_probabilities(gaussians.features[0])
-            with self._timed(timings, "voxelize"):
-                density, voxel_probs = voxelize_gaussians(
-                    gaussians.means[0], gaussians.covariances[0], gaussians.opacities[0], prompt_probs, self.grid,
-                    chunk_size=self.config.inference.chunk_size,
-                )
-            with self._timed(timings, "semantics"):
-                labels, confidence = head.classify_voxels(density, voxel_probs)
-                class_probs = head.merge_synonyms(prompt_probs)
+            if inputs.features is None:
+                with timer("features"):
+                    inputs = dataclasses.replace(inputs, features=self.features(inputs.images))
+            if inputs.depths is None and not self.model_depth:  # network-size views (img_aug given)
+                with timer("depth"):
+                    inputs = dataclasses.replace(inputs, depths=self.depths(inputs))
+            gaussians = self.gaussians(inputs, timer)
+            with timer("voxelize"):
+                gaussians = self.select_gaussians(gaussians)
+            vocabulary, occupancy = self.semantics(gaussians, timer)
+        class_probs = occupancy.gaussian_probabilities
         return Prediction(
-            gaussians=gaussians, class_probs=class_probs, gaussian_labels=class_probs.argmax(-1), labels=labels,
-            confidence=confidence, density=density, class_names=vocabulary.class_names,
-            free_label=vocabulary.free_label, grid=self.grid, vocabulary=vocabulary, timings=timings,
+            gaussians=gaussians, class_probs=class_probs, gaussian_labels=class_probs.argmax(-1),
+            labels=occupancy.labels, confidence=occupancy.confidence, density=occupancy.density,
+            class_names=vocabulary.class_names, free_label=vocabulary.free_label, grid=self.grid,
+            vocabulary=vocabulary, timings=timer.timings,
         )
 
-    def _run_feature_provider(self, images: torch.Tensor) -> torch.Tensor:
+    def features(self, images: torch.Tensor) -> torch.Tensor:
+        """Stage "features": the feature provider on network-input images (N, 3, H, W) float in [0, 1]
+        -> (N, C, H // p, W // p) on the predictor's device."""
         provider = self._feature_provider.get()
         if provider is None:
             raise ValueError("Views.features are missing and no feature provider is configured (data.feature_provider)")
@@ -413,11 +405,16 @@ class OccupancyPredictor:
             raise ValueError(f"feature provider returned {tuple(features.shape)}, the model needs {expected}")
         return features.to(self.device).float()
 
-    def _original_depths(self, views: Views) -> torch.Tensor:
-        """The depth provider on the images as given (normally the full original frames, as the
-        authors run it), intrinsics scaled to their resolution -> (N, h, w) m at that resolution;
-        prepare() then resizes it to the input size like any given depth map (the dataset's resize)."""
+    def depths(self, views: Views | PreparedViews) -> torch.Tensor:
+        """Stage "depth" (the depth provider): on Views, the images as given (normally the full original
+        frames, as the authors run it), intrinsics scaled to their resolution -> (N, h, w) m at that
+        resolution, which prepare() resizes to the input size like any given depth map (the dataset's
+        resize); on PreparedViews, the network-input images -> (N, H, W) m. 0 = no depth."""
+        if isinstance(views, PreparedViews):
+            return self._run_depth_provider(views.images, pixel_to_input_matrix(views.intrinsics, views.img_aug))
         _check_views(views)
+        if views.images is None:
+            raise ValueError("Views need images for the depth provider (or give depths)")
         images = views.images.to(self.device)
         images = images.float() / 255.0 if images.dtype == torch.uint8 else images.float()
         source = views.image_size or tuple(images.shape[-2:])
@@ -440,6 +437,39 @@ class OccupancyPredictor:
             )
         return torch.nan_to_num(depths.to(self.device).float(), nan=0.0, posinf=0.0, neginf=0.0)
 
+    def gaussians(self, inputs: PreparedViews, timer: StageTimer | None = None) -> Gaussians:
+        """Stage "model": GaussTR (neck, decoder) on prepared views that carry features -> the last decoder
+        layer's Gaussians, B = 1 (means (1, G, 3) ego frame, m; features (1, G, C)). Views without
+        depths take the model's depth head (stage "depth"). timer: where the stages' times go."""
+        timer = timer or StageTimer(STAGES)
+        if inputs.features is None:
+            raise ValueError("gaussians() needs prepared views with features (see features())")
+        features, depths = inputs.features, inputs.depths
+        cameras = (inputs.intrinsics[None], inputs.cam2ego[None], inputs.img_aug[None])
+        with timer("model"):
+            self.model.check_inputs(features[None], None if depths is None else depths[None], *cameras)
+            value_maps = self.model.encode(features[None])
+        if depths is None:
+            with timer("depth"):
+                depths = self.model.predict_depth(value_maps, *cameras, tuple(self.config.data.input_size))[0]
+        with timer("model"):
+            return self.model.decode(
+                value_maps, depths[None], *cameras, ref_points=self._reference_points(features.shape[0])
+            )[-1]
+
+    def semantics(
+        self, gaussians: Gaussians, timer: StageTimer | None = None
+    ) -> tuple[Vocabulary, SemanticOccupancy]:
+        """Stages "semantics" and "voxelize": the open-vocabulary head (OpenVocabularyHead.__call__) on
+        Gaussians with B = 1 -> the active vocabulary and the head's labels, confidence, density and
+        per-Gaussian class probabilities (a consistent pair while set_vocabulary may swap them)."""
+        vocabulary, head = self._semantics
+        occupancy = head(
+            gaussians.means[0], gaussians.covariances[0], gaussians.opacities[0], gaussians.features[0], self.grid,
+            chunk_size=self.config.inference.chunk_size, timer=timer,
+        )
+        return vocabulary, occupancy
+
     def _reference_points(self, views: int) -> torch.Tensor:
         inference = self.config.inference
         generator = torch.Generator().manual_seed(inference.seed) if inference.deterministic else None
@@ -447,7 +477,9 @@ class OccupancyPredictor:
             1, views, generator=generator, deterministic=inference.deterministic, device=self.device
         )
 
-    def _filter(self, gaussians: Gaussians) -> Gaussians:
+    def select_gaussians(self, gaussians: Gaussians) -> Gaussians:
+        """Stage "voxelize", first part: with inference.filter_gaussians, only the Gaussians (B = 1) that
+        voxelize.filter_gaussians keeps (min_opacity, min_extent, inside the grid); else all of them."""
         inference = self.config.inference
         if not inference.filter_gaussians:
             return gaussians
@@ -456,17 +488,6 @@ class OccupancyPredictor:
             inference.min_opacity, inference.min_extent,
         )
         return Gaussians(**{f.name: getattr(gaussians, f.name)[:, keep] for f in dataclasses.fields(gaussians)})
-
-    @contextmanager
-    def _timed(self, timings: dict[str, float], stage: str) -> Iterator[None]:
-        """Adds the stage's wall time (ms) to timings[stage], synchronising CUDA on both ends."""
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-        start = time.perf_counter()
-        yield
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-        timings[stage] += (time.perf_counter() - start) * 1e3
 
 
 def checkpoint_prototypes(path: str | Path, config: Config) -> Prototypes | None:

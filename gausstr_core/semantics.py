@@ -15,6 +15,8 @@ vocabulary's own mapping (Vocabulary.to_occ3d).
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -127,11 +129,16 @@ class OpenVocabularyHead:
         merged = prompt_probs.new_zeros(*prompt_probs.shape[:-1], self.num_classes)
         return merged.scatter_reduce(-1, index, prompt_probs, reduce="amax", include_self=True)
 
-    def voxel_probabilities(self, voxel_prompt_probs: torch.Tensor, empty_voxels: bool = False) -> torch.Tensor:
-        """Step 3: (..., P) voxelised prompt probabilities q -> softmax(q), denoised prompts zeroed."""
-        return voxel_prompt_probs.softmax(-1) * self.kept_prompts(voxel_prompt_probs, empty_voxels).to(
-            voxel_prompt_probs
-        )
+    def voxel_probabilities(
+        self, voxel_prompt_probs: torch.Tensor, empty_voxels: bool = False, keep: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Step 3: (..., P) voxelised prompt probabilities q -> softmax(q), denoised prompts zeroed.
+
+        keep: the denoising mask (P,) of these voxels when already computed (kept_prompts).
+        """
+        if keep is None:
+            keep = self.kept_prompts(voxel_prompt_probs, empty_voxels)
+        return voxel_prompt_probs.softmax(-1) * keep.to(voxel_prompt_probs)
 
     def kept_prompts(self, voxel_prompt_probs: torch.Tensor, empty_voxels: bool = False) -> torch.Tensor:
         """Prompt denoising mask (P,) bool: scene-wide max of softmax(temperature * q) >= threshold.
@@ -177,9 +184,9 @@ class OpenVocabularyHead:
         touched = density > 0
         empty = not bool(touched.all())
         q = voxel_prompt_probs[touched]  # (M, P)
-        keep = self.kept_prompts(q, empty_voxels=empty).to(q)
-        merged = self.merge_synonyms(q.softmax(-1) * keep)
-        merged_empty = self.merge_synonyms(keep / num_prompts)  # (K,) of every voxel with q = 0
+        keep = self.kept_prompts(q, empty_voxels=empty)
+        merged = self.merge_synonyms(self.voxel_probabilities(q, keep=keep))
+        merged_empty = self.merge_synonyms(keep.to(q) / num_prompts)  # (K,) of every voxel with q = 0
         labels = merged.argmax(-1, keepdim=True)
         confidence = merged.gather(-1, labels)[..., 0]
         free = density[touched] <= self.density_threshold
@@ -197,20 +204,24 @@ class OpenVocabularyHead:
         features: torch.Tensor,
         grid: VoxelGrid,
         chunk_size: int = DEFAULT_CHUNK_SIZE,
+        timer: Callable[[str], AbstractContextManager[None]] | None = None,
     ) -> SemanticOccupancy:
         """Label a grid from one scene's Gaussians.
 
         means (N, 3) ego frame, m; covariances (N, 3, 3) m^2; opacities (N,); features (N, C).
-        Filtering (voxelize.filter_gaussians) is the caller's explicit step.
+        Filtering (voxelize.filter_gaussians) is the caller's explicit step. timer: called with
+        "voxelize" around the voxeliser and "semantics" around the rest, e.g. a StageTimer.
         """
-        prompt_probs = self.prompt_probabilities(features)
-        density, voxel_prompt_probs = voxelize_gaussians(
-            means, covariances, opacities, prompt_probs, grid, chunk_size=chunk_size
-        )
-        labels, confidence = self.classify_voxels(density, voxel_prompt_probs)
+        timed = timer or (lambda stage: nullcontext())
+        with timed("semantics"):
+            prompt_probs = self.prompt_probabilities(features)
+        with timed("voxelize"):
+            density, voxel_prompt_probs = voxelize_gaussians(
+                means, covariances, opacities, prompt_probs, grid, chunk_size=chunk_size
+            )
+        with timed("semantics"):
+            labels, confidence = self.classify_voxels(density, voxel_prompt_probs)
+            gaussian_probabilities = self.merge_synonyms(prompt_probs)
         return SemanticOccupancy(
-            labels=labels,
-            confidence=confidence,
-            density=density,
-            gaussian_probabilities=self.merge_synonyms(prompt_probs),
+            labels=labels, confidence=confidence, density=density, gaussian_probabilities=gaussian_probabilities
         )

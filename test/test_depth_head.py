@@ -221,7 +221,7 @@ def test_predictor_takes_depth_from_the_model(world: dict) -> None:
     assert prediction.timings["depth"] > 0
     # The same labels as feeding the head's depth map in as given depths.
     inputs = predictor.prepare(views)
-    features = predictor._run_feature_provider(inputs.images)
+    features = predictor.features(inputs.images)
     with torch.no_grad():
         maps = predictor.model.encode(features[None])
         head_depths = predictor.model.predict_depth(

@@ -53,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     base = checkpoint_config(args.checkpoint)
     config = run_config(base, args.config, args.data, args.overrides)
     predictor = OccupancyPredictor.from_checkpoint(args.checkpoint, args.device, config=config,
-                                                   model_depth=args.depth == "model")
+                                                   model_depth=args.depth == "model", profile=True)
     print(f"gausstr-eval: vocabulary {predictor.vocabulary.name!r}, text prototypes: "
           f"{predictor.prototypes_source}", file=sys.stderr)
     result = evaluate(
