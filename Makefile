@@ -28,6 +28,7 @@ $(STAMPS)/requirements: requirements.txt | $(VPY)
 
 # Editable install of gausstr_core / gausstr_ros (console scripts); 'compat' puts the source tree on sys.path.
 # Reinstalling it removes the generated interfaces from site-packages/gausstr_ros, so msgs follows it.
+# Editable wheels carry no data_files (setup.py's share/gausstr_ros), so pip never writes through the links below.
 $(STAMPS)/package: setup.py $(STAMPS)/requirements
 	$(VPY) -m pip install --quiet --no-deps --no-build-isolation -e . --config-settings editable_mode=compat
 	@touch $@
@@ -48,8 +49,9 @@ $(STAMPS)/tf2_msgs: interfaces/tf2_msgs/msg/TFMessage.msg interfaces/tf2_msgs/CM
 	$(VPY) -c 'from tf2_msgs.msg import TFMessage'
 	@touch $@
 
-# The venv as a ROS package prefix for `ros2 launch` / launch_ros: share/gausstr_ros/{config,launch} and
-# lib/gausstr_ros/occupancy_node, linked to the source tree and the console script (edits need no reinstall).
+# The venv as a ROS package prefix for `ros2 launch` / launch_ros and gausstr_ros.share: share/gausstr_ros/{config,launch}
+# and lib/gausstr_ros/occupancy_node, linked to the source tree and the console script (edits need no reinstall;
+# a non-editable pip install or colcon copies them there instead).
 $(STAMPS)/share: $(STAMPS)/msgs $(STAMPS)/package
 	mkdir -p $(VENV)/share/gausstr_ros $(VENV)/lib/gausstr_ros
 	ln -sfn $(CURDIR)/config $(VENV)/share/gausstr_ros/config
