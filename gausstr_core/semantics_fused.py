@@ -21,10 +21,9 @@ import math
 import numpy as np
 import torch
 
-from gausstr_core.voxelize_fused import _jit, numba
+from gausstr_core.voxelize_fused import _exp_neg, _jit, numba
 
 _BLOCK = 4096  # voxels per parallel work item
-_EXP_TAYLOR = tuple(math.exp(-0.5) / math.factorial(k) for k in range(11))  # e^y around y = -1/2
 
 
 def available() -> bool:
@@ -65,19 +64,6 @@ def classify(
     _label_voxels(flat_density, q, classes, keep, free_label, float(density_threshold), labels, confidence)
     shape = tuple(density.shape)
     return torch.from_numpy(labels).view(shape), torch.from_numpy(confidence).view(shape)
-
-
-@_jit()
-def _exp_neg(x):
-    """exp(x) for x <= 0 without a libm call (vectorisable): exp(x / 128)^128, the inner one by its
-    degree-10 Taylor series on [-1, 0] (relative error ~1e-11, ~1e-9 after the squarings); 0 below -128."""
-    y = max(x, -128.0) / 128.0 + 0.5
-    c = _EXP_TAYLOR
-    r = c[0] + y * (c[1] + y * (c[2] + y * (c[3] + y * (c[4] + y * (c[5] + y * (c[6] + y * (c[7] + y * (
-        c[8] + y * (c[9] + y * c[10])))))))))
-    for _ in range(7):
-        r = r * r
-    return r if x > -128.0 else 0.0
 
 
 @_jit(parallel=True)

@@ -13,10 +13,11 @@ with d = centre(v) - mean_g, inside the Gaussian's clipped 3-sigma box lo..hi.
 Work: the grid's x planes are shared out over the threads (thread t takes planes t, t + T, ..., so a
 dense middle does not land on one thread), each thread owning whole planes: no atomics and no
 per-thread grids. Per plane and Gaussian only the part of its box where log2(w / opacity) >= cutoff
-(-44 in float32, -88 in float64) is visited: the y range solves a quadratic in dy, the z range
-of each (x, y) column one in dz. A column's weights come from two exponentials,
-w_j = w_0 a^j exp(-(j step)^2) (a^j from a, a^2, a^4, a^8; the profile a per-Gaussian table), in
-float64, written as a patch of whole z rows; the patch is then added to the plane's channel-first
+(-44 in float32, -88 in float64) is visited: the y range solves a quadratic in dy, and each (x, y)
+column's weights come from one branch-free loop over its z voxels (zero outside the box and below
+the cutoff) with a polynomial exponential that the compiler vectorises (_exp_neg, relative error
+~1e-9; libm's exp for float64 outputs), computed in float64 and written as a patch of whole z rows;
+the patch is then added to the plane's channel-first
 sums (C + 1 rows of Y * Z) with long contiguous loops that the compiler vectorises, and the plane is
 normalised (features / max(density, floor)) and transposed into (Y, Z, C) once at the end. A pair
 below the cutoff is dropped: such a weight is far below the float32 resolution of any density it
@@ -27,6 +28,8 @@ outputs stay within rounding of the PyTorch path.
 from __future__ import annotations
 
 import math
+import os
+import threading
 
 import numpy as np
 import torch
@@ -36,9 +39,17 @@ try:  # numba is optional: voxelize.py falls back to its vectorised PyTorch path
 except ImportError:  # pragma: no cover - exercised through available() in the tests
     numba = None
 
+if numba is not None and "NUMBA_THREADING_LAYER" not in os.environ:
+    # numba's own thread pool: its OpenMP layer leaves PyTorch's later CPU work 3-5x slower in the same
+    # process (benchmarks/voxelize.py's loop reference after the fused kernel: ~2.5 s -> ~11 s).
+    numba.config.THREADING_LAYER = "workqueue"
+# The workqueue layer runs one parallel kernel at a time: every prange kernel call takes this lock.
+PARALLEL_LOCK = threading.Lock()
+
 CUTOFF_LOG2 = {torch.float32: -44.0, torch.float64: -88.0}  # dropped pairs: log2(w / opacity) below this
 _LN2 = math.log(2.0)
 _NO_ROW = 1 << 62  # "first row" before any row was found
+_EXP_TAYLOR = tuple(math.exp(-0.5) / math.factorial(k) for k in range(11))  # e^y around y = -1/2
 
 
 def available() -> bool:
@@ -73,14 +84,16 @@ def splat(
     channels = features.shape[1]
     density = torch.empty(dims, dtype=dtype)
     weighted = torch.empty(*dims, channels, dtype=dtype)
-    coef, profile = _column_coefficients(means, tables, opacities, origin, size, num_z)
+    coef = _column_coefficients(means, tables, opacities, origin, size)
     sources = features.detach().T.contiguous().numpy()  # (C, N): one channel's values are contiguous
     threads = max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS, dims[0]))
-    numba.set_num_threads(threads)
     # Per thread: one plane's channel-first sums (C + 1, Y * Z) and one Gaussian's patch (Y * Z).
     scratch = np.empty((threads, channels + 2, num_y * num_z), dtype=sources.dtype)
-    _splat_kernel(lo.contiguous().numpy(), hi.contiguous().numpy(), coef, profile, sources, float(size),
-                  CUTOFF_LOG2[dtype] * _LN2, float(feature_floor), scratch, density.numpy(), weighted.numpy())
+    with PARALLEL_LOCK:
+        numba.set_num_threads(threads)
+        _splat_kernel(lo.contiguous().numpy(), hi.contiguous().numpy(), coef, sources, float(size),
+                      CUTOFF_LOG2[dtype] * _LN2, dtype == torch.float64, float(feature_floor), scratch, density.numpy(),
+                      weighted.numpy())
     return density, weighted
 
 
@@ -93,8 +106,21 @@ def _jit(**options):
     return wrap
 
 
+@_jit()
+def _exp_neg(x):
+    """exp(x) for x <= 0 without a libm call (vectorisable): exp(x / 128)^128, the inner one by its
+    degree-10 Taylor series on [-1, 0] (relative error ~1e-11, ~1e-9 after the squarings); 0 below -128."""
+    y = max(x, -128.0) / 128.0 + 0.5
+    c = _EXP_TAYLOR
+    r = c[0] + y * (c[1] + y * (c[2] + y * (c[3] + y * (c[4] + y * (c[5] + y * (c[6] + y * (c[7] + y * (
+        c[8] + y * (c[9] + y * c[10])))))))))
+    for _ in range(7):
+        r = r * r
+    return r if x > -128.0 else 0.0
+
+
 @_jit(parallel=True)
-def _splat_kernel(lo, hi, coef, profile, sources, size, cutoff, floor, scratch, density, weighted):
+def _splat_kernel(lo, hi, coef, sources, size, cutoff, exact, floor, scratch, density, weighted):
     """numba kernel: fills density (X, Y, Z) and weighted (X, Y, Z, C) in place (see splat).
 
     Thread t handles planes t, t + T, ... (T = scratch.shape[0]): every region of the grid is spread
@@ -114,7 +140,7 @@ def _splat_kernel(lo, hi, coef, profile, sources, size, cutoff, floor, scratch, 
             for g in range(num):
                 if x < lo[g, 0] or x > hi[g, 0]:
                     continue
-                first, last = _gaussian_patch(g, x, lo, hi, coef, profile, size, cutoff, num_z, patch)
+                first, last = _gaussian_patch(g, x, lo, hi, coef, size, cutoff, exact, num_z, patch)
                 if first > last:
                     continue
                 start, stop = first * num_z, (last + 1) * num_z
@@ -149,13 +175,9 @@ def _column_coefficients(
     opacities: torch.Tensor,
     origin: tuple[float, float, float],
     size: float,
-    num_z: int,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Per-Gaussian float64 constants of the kernel, natural-log units (see _gaussian_patch).
-
-    Returns coef (N, 12): q_xx, 2 q_xy, q_yy, s, 1 / s, c_x, c_y, mean - origin (3), opacity,
-    step = s * size; and profile (N, Z): exp(-(j step)^2), j = 0 .. Z - 1.
-    """
+) -> np.ndarray:
+    """Per-Gaussian float64 constants of the kernel, natural-log units (see _gaussian_patch): coef (N, 11)
+    q_xx, 2 q_xy, q_yy, s, c_x, c_y, mean - origin (3), opacity, step = s * size."""
     t = tables.detach().double()
     root = math.sqrt(_LN2)
     q_xx, q_xy2, q_yy = t[:, 0] * _LN2, t[:, 1] * _LN2, t[:, 2] * _LN2
@@ -163,20 +185,20 @@ def _column_coefficients(
     rel = means.detach().double() - means.new_tensor(origin, dtype=torch.float64)
     step = s * size
     opacity = opacities.detach().double()
-    columns = [q_xx, q_xy2, q_yy, s, 1 / s, c_x, c_y, rel[:, 0], rel[:, 1], rel[:, 2], opacity, step]
-    profile = torch.exp(-(step[:, None] * torch.arange(num_z, dtype=torch.float64)).square())
-    return torch.stack(columns, -1).contiguous().numpy(), profile.contiguous().numpy()
+    columns = [q_xx, q_xy2, q_yy, s, c_x, c_y, rel[:, 0], rel[:, 1], rel[:, 2], opacity, step]
+    return torch.stack(columns, -1).contiguous().numpy()
 
 
 @_jit()
-def _gaussian_patch(g, x, lo, hi, coef, profile, size, cutoff, num_z, patch):
+def _gaussian_patch(g, x, lo, hi, coef, size, cutoff, exact, num_z, patch):
     """Weights of Gaussian g on plane x into patch (Y * Z,), voxel (y, k) at y * Z + k.
 
-    coef (N, 12), profile (N, Z): from _column_coefficients. Rows of the (cut) y range are written whole (zeros
-    outside each column's z range). Returns (first, last): the rows holding a weight (first > last: none).
+    coef (N, 11): from _column_coefficients. Rows of the (cut) y range are written whole (zeros outside the
+    box's z range and where the weight is below the cutoff). Returns (first, last): the rows holding a
+    weight (first > last: none).
     """
-    q_xx, q_xy2, q_yy, s, inv_s, c_x = coef[g, 0], coef[g, 1], coef[g, 2], coef[g, 3], coef[g, 4], coef[g, 5]
-    c_y, rel_x, rel_y, rel_z, opacity, step = coef[g, 6], coef[g, 7], coef[g, 8], coef[g, 9], coef[g, 10], coef[g, 11]
+    q_xx, q_xy2, q_yy, s, c_x, c_y = coef[g, 0], coef[g, 1], coef[g, 2], coef[g, 3], coef[g, 4], coef[g, 5]
+    rel_x, rel_y, rel_z, opacity, step = coef[g, 6], coef[g, 7], coef[g, 8], coef[g, 9], coef[g, 10]
     inv_size = 1.0 / size
     dx = (x + 0.5) * size - rel_x
     q_x, q_xy, centre_x = q_xx * dx * dx, q_xy2 * dx, c_x * dx
@@ -192,46 +214,24 @@ def _gaussian_patch(g, x, lo, hi, coef, profile, size, cutoff, num_z, patch):
         y_lo = max(y_lo, int(math.ceil(max(lowest, y_lo - 1.0))))
         y_hi = min(y_hi, int(math.floor(min(highest, y_hi + 1.0))))
     u_base = step * 0.5 - s * rel_z
+    z_lo, z_hi = lo[g, 2], hi[g, 2]
     first, last = _NO_ROW, -1
     for y in range(y_lo, y_hi + 1):
         base = y * num_z
-        for k in range(num_z):
-            patch[base + k] = 0
         dy = (y + 0.5) * size - rel_y
         q = min(q_x + q_xy * dy + q_yy * dy * dy, 0.0)
         if q < cutoff:
-            continue
-        centre_z = centre_x + c_y * dy  # s times the conditional mean of dz
-        half = math.sqrt(q - cutoff)
-        # z range: |s dz - centre_z| <= half, dz = (k + 0.5) size - rel_z.
-        lowest = ((centre_z - half) * inv_s + rel_z) * inv_size - 0.5
-        highest = ((centre_z + half) * inv_s + rel_z) * inv_size - 0.5
-        z_lo = max(lo[g, 2], int(math.ceil(max(lowest, lo[g, 2] - 1.0))))
-        z_hi = min(hi[g, 2], int(math.floor(min(highest, hi[g, 2] + 1.0))))
-        if z_lo > z_hi:
+            for k in range(num_z):
+                patch[base + k] = 0
             continue
         first, last = min(first, y), y
-        # ln w_k = q - (u + j step)^2 at k = z_lo + j: w_k = w_0 a^j profile[j], a = exp(-2 u step),
-        # profile[j] = exp(-(j step)^2); a^j from a, a^2, a^4, a^8 (no dependency chain). Inside the
-        # range (j step)^2 <= 4 (q - cutoff) and a^j <= exp(4 (q - cutoff)): no overflow in float64.
-        u = step * z_lo + u_base - centre_z
-        weight = opacity * math.exp(q - u * u)
-        a1 = math.exp(-2 * u * step)
-        a2 = a1 * a1
-        a4 = a2 * a2
-        a8 = a4 * a4
-        block = weight
-        for j0 in range(0, z_hi - z_lo + 1, 16):
-            for j1 in range(min(16, z_hi - z_lo + 1 - j0)):
-                w = block * profile[g, j0 + j1]
-                if j1 & 1:
-                    w *= a1
-                if j1 & 2:
-                    w *= a2
-                if j1 & 4:
-                    w *= a4
-                if j1 & 8:
-                    w *= a8
-                patch[base + z_lo + j0 + j1] = w
-            block *= a8 * a8
+        # ln(w_k / opacity) = q - (s dz_k - centre_z)^2 = q - (k step + u_0)^2, dz_k = (k + 0.5) size - rel_z:
+        # one branch-free loop over the column (vectorised, exp included), zero outside the box and below cutoff.
+        u_0 = u_base - centre_x - c_y * dy
+        for k in range(num_z):
+            u = k * step + u_0
+            exponent = q - u * u
+            inside = exponent >= cutoff and k >= z_lo and k <= z_hi
+            weight = math.exp(exponent) if exact else _exp_neg(exponent)
+            patch[base + k] = opacity * weight if inside else 0.0
     return first, last
