@@ -109,7 +109,7 @@ def test_user_errors_are_one_line_with_exit_code_2(
 
 @pytest.mark.ros
 def test_gausstr_play_refuses_a_missing_bag_in_one_line(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    from gausstr_ros import play
+    from gausstr_ros.tools import play
 
     code, err = _run(play.main, [str(tmp_path / "absent")], capsys)
     assert code == 2 and err.count("\n") == 1 and err.startswith("gausstr-play: error: ")

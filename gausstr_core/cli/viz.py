@@ -18,10 +18,10 @@ from pathlib import Path
 from gausstr_core.cli.entry import CliParser, console_script
 from gausstr_core.cli.run_config import add_run_config_arguments, run_config
 from gausstr_core.config import Config
-from gausstr_core.data.nuscenes import NuScenesReader
+from gausstr_core.data.nuscenes import NuScenesReader, SampleRecord
 from gausstr_core.data.occ3d import load_occ3d, occ3d_path
 from gausstr_core.model.checkpoint import checkpoint_config
-from gausstr_core.predict import OccupancyPredictor, prepare_views
+from gausstr_core.predict import OccupancyPredictor, Prediction, prepare_views
 from gausstr_core.prediction_io import load_prediction, load_sample_views
 from gausstr_core.viz import save_prediction_figures
 
@@ -57,23 +57,32 @@ def run(args: argparse.Namespace) -> list[Path]:
     data = config.data
     reader = NuScenesReader(data.dataroot, data.version, data.cameras)
     token = _pick_token(reader, args, meta.get("token"), args.split or data.val_split)
-    record = reader.sample_record(token)
-    views = load_sample_views(record, data, depth=args.depth == "cache")
+    source = dumped
     if dumped is None:
-        predictor = OccupancyPredictor.from_checkpoint(args.checkpoint, args.device, config=config)
-        print(f"gausstr-viz: vocabulary {predictor.vocabulary.name!r}, text prototypes: "
-              f"{predictor.prototypes_source}", file=sys.stderr)
-        prediction = predictor.predict(views)
-    else:
-        prediction = dumped
+        source = OccupancyPredictor.from_checkpoint(args.checkpoint, args.device, config=config)
+        print(f"gausstr-viz: vocabulary {source.vocabulary.name!r}, text prototypes: "
+              f"{source.prototypes_source}", file=sys.stderr)
+    return draw_sample(config, reader.sample_record(token), args.out, source, cached_depth=args.depth == "cache")
+
+
+def draw_sample(
+    config: Config, record: SampleRecord, out: str | Path, source: Prediction | OccupancyPredictor,
+    *, cached_depth: bool = True,
+) -> list[Path]:
+    """The PNGs of one sample of config.data: `source` (a Prediction, e.g. a dump's, or a predictor run on the
+    sample's views; cached_depth: their depth from the data.depth_kind cache, else the depth provider) next to
+    its Occ3D ground truth (the prediction alone when there is none); returns the paths written."""
+    data = config.data
+    views = load_sample_views(record, data, depth=cached_depth)
+    prediction = source.predict(views) if isinstance(source, OccupancyPredictor) else source
     inputs = prepare_views(views, data.input_size, config.model.patch_size, data.image_size)
-    truth_path = occ3d_path(data.occ_root, record.scene, token)
+    truth_path = occ3d_path(data.occ_root, record.scene, record.token)
     truth = load_occ3d(truth_path, shape=prediction.grid.dims) if truth_path.is_file() else None
     if truth is None:
         print(f"gausstr-viz: no ground truth at {truth_path}; drawing the prediction alone", file=sys.stderr)
     return save_prediction_figures(
-        args.out, prediction, truth=truth, inputs=inputs, camera_names=list(data.cameras),
-        input_size=data.input_size, prefix=f"{token}_",
+        out, prediction, truth=truth, inputs=inputs, camera_names=list(data.cameras),
+        input_size=data.input_size, prefix=f"{record.token}_",
     )
 
 

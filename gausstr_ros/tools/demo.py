@@ -2,14 +2,16 @@
 
     python -m gausstr_ros.tools.demo [--out demo_out] [--train-seconds 300] [--play-rate 0.1]
 
+Each step calls the functions behind the console script named (no argv lists), except the node
+and the player, which run as their own processes:
 1. gausstr-synth: a synthetic nuScenes-format world (train scenes + held-out val scenes, keyframes).
 2. gausstr-train: the tiny GaussTR (config/tiny.yaml) on the train scenes for --train-seconds on the
    CPU; the checkpoint is kept as <out>/model.pth and reused by later runs (--retrain to redo it).
 3. gausstr-eval on the held-out samples (dumps kept for the pictures).
 4. gausstr-bag: the held-out scenes as a ROS 2 bag with per-camera depth topics.
-5. occupancy_node (own process) + gausstr-play, the outputs recorded here.
+5. occupancy_node (own process) + gausstr-play (own process), the outputs recorded here.
 6. Summary: frames in / out, latency per stage, mIoU of the node's published occupancy against the
-   synthetic ground truth next to gausstr-eval's; PNG pictures through gausstr-viz.
+   synthetic ground truth next to gausstr-eval's; PNG pictures as gausstr-viz draws them.
 ROS traffic uses the current ROS_DOMAIN_ID. Everything lands under --out (summary.json, node.log).
 """
 
@@ -25,17 +27,22 @@ from pathlib import Path
 
 import torch
 
-from gausstr_core.cli import eval as eval_cli
-from gausstr_core.cli import viz as viz_cli
+from gausstr_core.atomic_files import write_atomic
+from gausstr_core.cli.run_config import run_config
+from gausstr_core.cli.viz import draw_sample
 from gausstr_core.config import Config, load_config, save_config
 from gausstr_core.data.nuscenes import NuScenesReader
 from gausstr_core.data.occ3d import load_occ3d, occ3d_path
 from gausstr_core.data.synthetic.generate import SynthOptions, generate_dataset
+from gausstr_core.evaluation import EvalResult, evaluate
 from gausstr_core.metrics import OccupancyMetrics
+from gausstr_core.model.checkpoint import checkpoint_config
+from gausstr_core.predict import OccupancyPredictor
+from gausstr_core.prediction_io import load_prediction
 from gausstr_core.resources import resolve_resource
 from gausstr_core.vocabulary import Vocabulary
 from gausstr_ros.share import share_file
-from gausstr_ros.tools import bag_cli
+from gausstr_ros.tools.bag_writer import cache_depth_source, camera_frames, write_bag
 
 _TINY_CONFIG = "config/tiny.yaml"  # under share/gausstr_ros (gausstr_ros.share)
 
@@ -107,27 +114,36 @@ def train_model(config: Config, options: DemoOptions) -> Path:
     return model
 
 
-def run_eval(model: Path, config: Config, options: DemoOptions) -> dict:
+def run_eval(model: Path, options: DemoOptions) -> EvalResult:
+    """gausstr-eval's steps on the held-out split: the checkpoint with the world's data, one dump per sample."""
     out = options.out / "eval"
-    code = eval_cli.main([str(model), "--config", str(options.out / "world" / "gausstr_synthetic.yaml"),
-                          "--split", config.data.val_split, "--json", str(out / "metrics.json"),
-                          "--dump-dir", str(out / "dumps"), "--no-progress"])
-    if code:
-        raise RuntimeError(f"gausstr-eval failed with exit code {code}")
-    return json.loads((out / "metrics.json").read_text())
+    config = run_config(checkpoint_config(model), str(options.out / "world" / "gausstr_synthetic.yaml"), None, [])
+    predictor = OccupancyPredictor.from_checkpoint(model, "cpu", config=config)
+    result = evaluate(predictor, config.data.val_split, dump_dir=out / "dumps", progress=False)
+    write_atomic(out / "metrics.json", lambda f: f.write(json.dumps(result.to_dict(), indent=2).encode()))
+    print(result.metrics.table())
+    return result
 
 
 def make_bag(config: Config, options: DemoOptions) -> Path:
-    bag = options.out / "bag"
-    reader = NuScenesReader(config.data.dataroot, config.data.version, config.data.cameras)
-    scenes = reader.split_scenes(config.data.val_split)
-    args = [str(bag), "--config", str(options.out / "world" / "gausstr_synthetic.yaml"), "--depth", "cache",
-            "--force", "--quiet"]
-    for scene in scenes:
-        args += ["--scene", scene]
-    if bag_cli.main(args):
-        raise RuntimeError("gausstr-bag failed")
-    return bag
+    """gausstr-bag's steps: the held-out scenes' keyframes with depth topics from the prepared depth cache."""
+    data = config.data
+    reader = NuScenesReader(data.dataroot, data.version, data.cameras)
+    frames = camera_frames(reader, reader.split_scenes(data.val_split), keyframes_only=True)
+    summary = write_bag(options.out / "bag", frames, depth=cache_depth_source(data.cache_root, data.depth_kind),
+                        overwrite=True, progress=False)
+    print(f"wrote {summary.path}: {sum(summary.message_counts.values())} messages")
+    return summary.path
+
+
+def draw_pictures(config: Config, options: DemoOptions) -> Path:
+    """gausstr-viz's pictures of the first held-out sample's evaluation dump; returns their folder."""
+    dump, meta = load_prediction(sorted((options.out / "eval" / "dumps").glob("*.npz"))[0])
+    record = NuScenesReader(config.data.dataroot, config.data.version, config.data.cameras).sample_record(
+        meta["token"])
+    pictures = options.out / "pictures"
+    draw_sample(meta["config"], record, pictures, dump)
+    return pictures
 
 
 def replay_through_node(model: Path, bag: Path, config: Config, options: DemoOptions, rate: float, expected: int):
@@ -199,8 +215,8 @@ def main(argv: list[str] | None = None) -> int:
     _step(f"2/6 tiny model on the CPU (gausstr-train, {options.train_seconds:.0f} s budget)")
     model = train_model(config, options)
     _step("3/6 held-out samples (gausstr-eval)")
-    evaluation = run_eval(model, config, options)
-    samples = evaluation["samples"]
+    evaluation = run_eval(model, options)
+    samples = len(evaluation.tokens)
     _step("4/6 held-out scenes -> ROS 2 bag with depth topics (gausstr-bag)")
     bag = make_bag(config, options)
     rate = args.play_rate
@@ -208,13 +224,9 @@ def main(argv: list[str] | None = None) -> int:
     recorder = replay_through_node(model, bag, config, options, rate, samples)
     _step("6/6 scoring and pictures (gausstr-viz)")
     metrics, matched = score_node_outputs(recorder, config)
-    dumps = sorted((options.out / "eval" / "dumps").glob("*.npz"))
-    pictures = options.out / "pictures"
-    if viz_cli.main(["--dump", str(dumps[0]), "--config", str(options.out / "world" / "gausstr_synthetic.yaml"),
-                     "--out", str(pictures)]):
-        raise RuntimeError("gausstr-viz failed")
+    pictures = draw_pictures(config, options)
 
-    eval_metrics = evaluation["metrics"]
+    eval_metrics = evaluation.metrics.to_dict()
     key = next(k for k in eval_metrics if k.startswith("miou_"))
     node_miou, eval_miou = 100 * metrics.to_dict()[key], 100 * eval_metrics[key]
     values = recorder.diagnostic_values()
