@@ -21,7 +21,7 @@ import math
 import numpy as np
 import torch
 
-from gausstr_core.voxelize_fused import _exp_neg, _jit, numba
+from gausstr_core.voxelize_fused import PARALLEL_LOCK, _exp_neg, _jit, numba
 
 _BLOCK = 4096  # voxels per parallel work item
 
@@ -51,17 +51,18 @@ def classify(
     q = voxel_prompt_probs.detach().reshape(-1, num_prompts).contiguous().numpy()
     classes = prompt_to_class.to(torch.int64).contiguous().numpy()
     threads = max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS))
-    numba.set_num_threads(threads)
     keep = np.ones(num_prompts, dtype=np.bool_)
-    if denoise_threshold > 0:
-        flags = np.zeros((threads, num_prompts), dtype=np.bool_)
-        _kept_prompts(flat_density, q, float(temperature), float(denoise_threshold), flags)
-        keep = flags.any(0)
-        if bool((flat_density <= 0).any()):
-            keep |= 1.0 / num_prompts >= denoise_threshold
     labels = np.empty(flat_density.shape[0], dtype=np.uint8)
     confidence = np.empty(flat_density.shape[0], dtype=flat_density.dtype)
-    _label_voxels(flat_density, q, classes, keep, free_label, float(density_threshold), labels, confidence)
+    with PARALLEL_LOCK:
+        numba.set_num_threads(threads)
+        if denoise_threshold > 0:
+            flags = np.zeros((threads, num_prompts), dtype=np.bool_)
+            _kept_prompts(flat_density, q, float(temperature), float(denoise_threshold), flags)
+            keep = flags.any(0)
+            if bool((flat_density <= 0).any()):
+                keep |= 1.0 / num_prompts >= denoise_threshold
+        _label_voxels(flat_density, q, classes, keep, free_label, float(density_threshold), labels, confidence)
     shape = tuple(density.shape)
     return torch.from_numpy(labels).view(shape), torch.from_numpy(confidence).view(shape)
 

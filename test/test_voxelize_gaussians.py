@@ -177,6 +177,27 @@ def test_fused_kernel_matches_torch_path(dtype: torch.dtype) -> None:
     torch.testing.assert_close(fused[1], features, rtol=0, atol=tol * 1e2 * float(features.abs().max()))
 
 
+def test_fused_kernel_is_safe_from_several_threads() -> None:
+    """numba's workqueue layer (chosen so that its OpenMP layer does not slow PyTorch afterwards) runs one
+    parallel kernel at a time: concurrent callers (the node's inference and query threads) wait on the
+    lock instead of aborting the process, and get the single-thread results."""
+    import os
+    from concurrent.futures import ThreadPoolExecutor
+
+    import numba
+
+    pytest.importorskip("numba")
+    scenes = [random_gaussians(60, 4, (0.05, 1.0), seed=s, dtype=torch.float32) for s in range(4)]
+    expected = [voxelize_gaussians(*g, GRID, backend="fused") for g in scenes]
+    with ThreadPoolExecutor(4) as pool:
+        got = list(pool.map(lambda g: voxelize_gaussians(*g, GRID, backend="fused"), scenes * 3))
+    for (density, features), (ref_density, ref_features) in zip(got, expected * 3):
+        torch.testing.assert_close(density, ref_density, rtol=0, atol=0)
+        torch.testing.assert_close(features, ref_features, rtol=0, atol=0)
+    if "NUMBA_THREADING_LAYER" not in os.environ:
+        assert numba.threading_layer() == "workqueue"
+
+
 def test_fallback_without_numba(monkeypatch: pytest.MonkeyPatch) -> None:
     gaussians = random_gaussians(20, 3, (0.1, 1.0), seed=7, dtype=torch.float32)
     expected = voxelize_gaussians(*gaussians, GRID, backend="torch")
