@@ -90,7 +90,7 @@ def direct(jpegs: list[bytes], input_size: tuple[int, int], sets: int, tmp: Path
 
     from gausstr_ros.gaussian_msgs import MarkerPublisherState
     from gausstr_ros.image_codec import parse_camera_info
-    from gausstr_ros.node_inputs import FrameSet, camera_to_base, decode_views
+    from gausstr_ros.node_inputs import FrameSet, camera_to_ego, decode_views
     from gausstr_ros.node_outputs import OUTPUT_TYPES, OutputOptions, build_outputs
     from gausstr_ros.qos import OUTPUT_QOS
     from gausstr_ros.stamps import make_header
@@ -113,8 +113,8 @@ def direct(jpegs: list[bytes], input_size: tuple[int, int], sets: int, tmp: Path
         frame = FrameSet(tuple(10**18 for _ in cameras), tuple(images), tuple(depths), time.monotonic())
         start = time.perf_counter()
         cpu_start = time.process_time()
-        cam2base = camera_to_base(tf, "base_link", cameras, frame.images)
-        decoded = decode_views(frame, cameras, intrinsics, cam2base, input_size, network_input=True)
+        cam2ego = camera_to_ego(tf, "base_link", cameras, frame.images)
+        decoded = decode_views(frame, cameras, intrinsics, cam2ego, input_size, network_input=True)
         cpu_decoded = time.process_time()
         prediction = predictor.predict(decoded.views)
         built, cpu_built = time.perf_counter(), time.process_time()

@@ -66,7 +66,7 @@ from gausstr_ros.diagnostics import InputHealth
 from gausstr_ros.gaussian_msgs import MarkerPublisherState
 from gausstr_ros.image_codec import CameraIntrinsics, ImageDecodeError, parse_camera_info
 from gausstr_ros.inference_worker import LatestOnlyWorker
-from gausstr_ros.node_inputs import FrameSet, InputError, camera_to_base, decode_views
+from gausstr_ros.node_inputs import FrameSet, InputError, camera_to_ego, decode_views
 from gausstr_ros.node_outputs import OUTPUT_TYPES, build_outputs, output_options
 from gausstr_ros.node_params import (
     LIVE_PARAMETERS,
@@ -402,9 +402,9 @@ class OccupancyNode(LifecycleNode):
         frame_set, intrinsics = item
         settings, predictor = self.settings, self.predictor
         start = time.perf_counter()
-        cam2base = camera_to_base(self._tf, settings.base_frame, settings.cameras, frame_set.images)
+        cam2ego = camera_to_ego(self._tf, settings.base_frame, settings.cameras, frame_set.images)
         # Depth providers see the original images; otherwise the network input is made in the decoding threads.
-        decoded = decode_views(frame_set, settings.cameras, intrinsics, cam2base,
+        decoded = decode_views(frame_set, settings.cameras, intrinsics, cam2ego,
                                tuple(predictor.config.data.input_size), self._decode_device,
                                max_pixels=settings.max_image_pixels, network_input=settings.depth_source != "provider")
         prediction = predictor.predict(decoded.views)

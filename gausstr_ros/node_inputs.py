@@ -75,10 +75,11 @@ class DecodedViews:
     decode_ms: float  # image + depth decoding, ms
 
 
-def camera_to_base(
+def camera_to_ego(
     tf: TransformBuffer, base_frame: str, cameras: Sequence[str], images: Sequence[Image | CompressedImage]
 ) -> np.ndarray:
-    """(N, 4, 4) float64 camera optical frame (each image's header.frame_id) -> base_frame at the image stamps."""
+    """cam2ego (N, 4, 4) float64: camera optical frame (each image's header.frame_id) -> ego frame = base_frame,
+    at the image stamps."""
     matrices = []
     for camera, msg in zip(cameras, images):
         frame = msg.header.frame_id
@@ -112,7 +113,7 @@ def decode_views(
     frame_set: FrameSet,
     cameras: Sequence[str],
     intrinsics: Sequence[CameraIntrinsics],
-    cam2base: np.ndarray,
+    cam2ego: np.ndarray,
     input_size: tuple[int, int],
     device: str | torch.device = "cpu",
     max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
@@ -121,7 +122,7 @@ def decode_views(
     """Decode the set's images (in parallel; for the network input JPEGs at the coarsest libjpeg scale covering
     input_size (H, W); each checked against its CameraInfo size and max_pixels before decoding) and depths
     into Views: intrinsics
-    (N, 3, 3) CameraInfo pixels, cam2ego (N, 4, 4) optical -> base frame, image_size = CameraInfo (H, W), and
+    (N, 3, 3) CameraInfo pixels, cam2ego (N, 4, 4) optical -> ego (base_frame), image_size = CameraInfo (H, W), and
     network_input False: images (N, 3, H, W) uint8 full frame at full resolution (what the depth provider
     sees), depths (N, h', w') m or None;
     network_input True: images (N, 3, H, W) float in [0, 1] at input_size, depths
@@ -162,7 +163,7 @@ def decode_views(
     views = Views(
         images=torch.stack(images),
         intrinsics=torch.from_numpy(np.stack([info.k for info in intrinsics])).float(),
-        cam2ego=torch.from_numpy(cam2base).float(),
+        cam2ego=torch.from_numpy(cam2ego).float(),
         depths=depths,
         img_aug=None if resize is None else resize.matrix.expand(len(images), 3, 3).clone(),
         image_size=(height, width),

@@ -54,7 +54,7 @@ def tiny_checkpoint(path: Path) -> Path:
     return path
 
 
-def camera_to_base(yaw: float) -> np.ndarray:
+def camera_to_ego(yaw: float) -> np.ndarray:
     """Optical frame (z forward, x right, y down) of a camera 1.5 m up, looking along `yaw`."""
     c, s = np.cos(yaw), np.sin(yaw)
     forward, left = np.array([c, s, 0.0]), np.array([-s, c, 0.0])
@@ -110,7 +110,7 @@ class Rig:
         from gausstr_ros.tools.bag_writer import transform_msg
 
         self.tf_static.publish(TFMessage(transforms=[
-            transform_msg("base_link", c, camera_to_base(yaw), 0) for c, yaw in zip(CAMERAS, (0.0, np.pi))]))
+            transform_msg("base_link", c, camera_to_ego(yaw), 0) for c, yaw in zip(CAMERAS, (0.0, np.pi))]))
 
     def publish_set(self, image: dict | None = None, depth: dict | None = None, info: dict | None = None,
                     cameras: list[str] = CAMERAS, stamp_ns: int | None = None) -> None:

@@ -28,7 +28,7 @@ from node_rig import (
     WIDTH,
     K,
     Rig,
-    camera_to_base,
+    camera_to_ego,
     palette_image,
     tiny_checkpoint,
     wait_log,
@@ -106,7 +106,7 @@ def rig_views() -> Views:
     return Views(
         images=torch.from_numpy(np.stack([palette_image(i) for i in range(len(CAMERAS))])).permute(0, 3, 1, 2),
         intrinsics=torch.tensor(np.stack([K] * len(CAMERAS)), dtype=torch.float32),
-        cam2ego=torch.tensor(np.stack([camera_to_base(yaw) for yaw in (0.0, np.pi)]), dtype=torch.float32),
+        cam2ego=torch.tensor(np.stack([camera_to_ego(yaw) for yaw in (0.0, np.pi)]), dtype=torch.float32),
         depths=torch.full((len(CAMERAS), HEIGHT, WIDTH), 12.0),
     )
 
