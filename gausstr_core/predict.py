@@ -470,6 +470,17 @@ class OccupancyPredictor:
         )
         return vocabulary, occupancy
 
+    def warm_up(self) -> None:
+        """Run the voxelize and semantics stages once on one Gaussian at the grid's centre, so that one-off
+        costs (loading the fused kernels' compiled code, first allocations) do not land on the first
+        prediction; callers that time predictions or serve live input call it after loading."""
+        head, grid, device = self._semantics[1], self.grid, self.device
+        centre = [(lo + hi) / 2 for lo, hi in zip(grid.range[:3], grid.range[3:])]
+        with torch.no_grad():
+            head(torch.tensor([centre], device=device), torch.eye(3, device=device)[None], torch.ones(1, device=device),
+                 torch.zeros(1, head.prototypes.shape[1], device=device), grid,
+                 chunk_size=self.config.inference.chunk_size)
+
     def _reference_points(self, views: int) -> torch.Tensor:
         inference = self.config.inference
         generator = torch.Generator().manual_seed(inference.seed) if inference.deterministic else None

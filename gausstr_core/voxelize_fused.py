@@ -82,13 +82,16 @@ def splat(
     dtype = means.dtype
     num_y, num_z = dims[1], dims[2]
     channels = features.shape[1]
-    density = torch.empty(dims, dtype=dtype)
-    weighted = torch.empty(*dims, channels, dtype=dtype)
+    # Zero-initialised (calloc: pages untouched by any Gaussian are never written); the kernel fills the rows
+    # of each plane that Gaussians reach.
+    np_dtype = np.float64 if dtype == torch.float64 else np.float32
+    density = torch.from_numpy(np.zeros(dims, dtype=np_dtype))
+    weighted = torch.from_numpy(np.zeros((*dims, channels), dtype=np_dtype))
     coef = _column_coefficients(means, tables, opacities, origin, size)
     sources = features.detach().T.contiguous().numpy()  # (C, N): one channel's values are contiguous
     threads = max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS, dims[0]))
     # Per thread: one plane's channel-first sums (C + 1, Y * Z) and one Gaussian's patch (Y * Z).
-    scratch = np.empty((threads, channels + 2, num_y * num_z), dtype=sources.dtype)
+    scratch = np.zeros((threads, channels + 2, num_y * num_z), dtype=sources.dtype)
     with PARALLEL_LOCK:
         numba.set_num_threads(threads)
         _splat_kernel(lo.contiguous().numpy(), hi.contiguous().numpy(), coef, sources, float(size),
@@ -126,7 +129,9 @@ def _splat_kernel(lo, hi, coef, sources, size, cutoff, exact, floor, scratch, de
     Thread t handles planes t, t + T, ... (T = scratch.shape[0]): every region of the grid is spread
     over all threads. Per plane, each Gaussian's weights are written as a patch of whole z rows
     (zero outside the column's z range), then added to the plane's channel-first sums with long
-    contiguous loops (vectorised), and the plane is transposed into (Y, Z, C) once at the end.
+    contiguous loops (vectorised), and the rows that Gaussians reached are normalised and transposed
+    into (Y, Z, C) once at the end (the zero-initialised outputs keep their zeros elsewhere); the
+    scratch sums (zero on entry) are zeroed again over those rows only.
     """
     num_x, num_y, num_z = density.shape
     channels = sources.shape[0]
@@ -136,13 +141,14 @@ def _splat_kernel(lo, hi, coef, sources, size, cutoff, exact, floor, scratch, de
         sums = scratch[t, :channels + 1]  # rows 0..C-1: weighted features, row C: density
         patch = scratch[t, channels + 1]
         for x in range(t, num_x, threads):
-            sums[:] = 0
+            plane_first, plane_last = _NO_ROW, -1  # rows of the plane that some Gaussian reaches
             for g in range(num):
                 if x < lo[g, 0] or x > hi[g, 0]:
                     continue
                 first, last = _gaussian_patch(g, x, lo, hi, coef, size, cutoff, exact, num_z, patch)
                 if first > last:
                     continue
+                plane_first, plane_last = min(plane_first, first), max(plane_last, last)
                 start, stop = first * num_z, (last + 1) * num_z
                 part = patch[start:stop]
                 target = sums[channels, start:stop]
@@ -153,20 +159,23 @@ def _splat_kernel(lo, hi, coef, sources, size, cutoff, exact, floor, scratch, de
                     target = sums[ch, start:stop]
                     for j in range(stop - start):
                         target[j] += value * part[j]
+            if plane_first > plane_last:
+                continue  # nothing here: the outputs' zeros stand
+            begin, end = plane_first * num_z, (plane_last + 1) * num_z
             plane_density = sums[channels]
             inverse = patch  # free again: 1 / max(density, floor) of the plane's voxels
-            for v in range(num_y * num_z):
+            for v in range(begin, end):
                 inverse[v] = 1.0 / max(plane_density[v], floor)
-            density[x].reshape(num_y * num_z)[:] = plane_density
+            density[x].reshape(num_y * num_z)[begin:end] = plane_density[begin:end]
             plane = weighted[x].reshape(num_y * num_z, channels)
-            for v in range(num_y * num_z):
-                row = plane[v]
+            for v in range(begin, end):
                 if plane_density[v] > 0:
+                    row = plane[v]
                     scale = inverse[v]
                     for ch in range(channels):
                         row[ch] = sums[ch, v] * scale
-                else:
-                    row[:] = 0
+            for ch in range(channels + 1):  # the scratch sums start the next plane at zero
+                sums[ch, begin:end] = 0
 
 
 def _column_coefficients(
