@@ -90,7 +90,7 @@ def direct(jpegs: list[bytes], input_size: tuple[int, int], sets: int, tmp: Path
 
     from gausstr_ros.gaussian_msgs import MarkerPublisherState
     from gausstr_ros.image_codec import parse_camera_info
-    from gausstr_ros.node_inputs import FrameSet, camera_to_ego, decode_views
+    from gausstr_ros.node_inputs import CameraMessages, camera_to_ego, decode_views
     from gausstr_ros.node_outputs import OUTPUT_TYPES, OutputOptions, build_outputs
     from gausstr_ros.qos import OUTPUT_QOS
     from gausstr_ros.stamps import make_header
@@ -110,13 +110,14 @@ def direct(jpegs: list[bytes], input_size: tuple[int, int], sets: int, tmp: Path
     state, options = MarkerPublisherState(), OutputOptions(bev_obstacle_classes=("car", "manmade"))
     rows, diff = [], float("nan")
     for i in range(sets + 1):  # the first set warms up
-        frame = FrameSet(tuple(10**18 for _ in cameras), tuple(images), tuple(depths), time.monotonic())
+        frame = CameraMessages(tuple(10**18 for _ in cameras), tuple(images), tuple(depths), time.monotonic())
         start = time.perf_counter()
         cpu_start = time.process_time()
         cam2ego = camera_to_ego(tf, "base_link", cameras, frame.images)
-        decoded = decode_views(frame, cameras, intrinsics, cam2ego, input_size, network_input=True)
-        cpu_decoded = time.process_time()
-        prediction = predictor.predict(decoded.views)
+        decode_start = time.perf_counter()
+        views = decode_views(frame, cameras, intrinsics, cam2ego, input_size, network_input=True)
+        decoded, cpu_decoded = time.perf_counter(), time.process_time()
+        prediction = predictor.predict(views)
         built, cpu_built = time.perf_counter(), time.process_time()
         outputs = build_outputs(prediction, make_header("base_link", 10**18), options, state)
         published = time.perf_counter()
@@ -124,12 +125,12 @@ def direct(jpegs: list[bytes], input_size: tuple[int, int], sets: int, tmp: Path
             pubs[key].publish(msg)
         end, cpu_end = time.perf_counter(), time.process_time()
         if i:  # cpu: process CPU time (all threads) of decode + messages + publish, less sensitive to other load
-            rows.append({"decode": decoded.decode_ms, **prediction.timings,
+            rows.append({"decode": (decoded - decode_start) * 1e3, **prediction.timings,
                          "messages": (published - built) * 1e3, "publish": (end - published) * 1e3,
                          "set": (end - start) * 1e3,
                          "overhead cpu": (cpu_decoded - cpu_start + cpu_end - cpu_built) * 1e3})
         else:
-            diff = network_input_difference(predictor, decoded.views, jpegs)
+            diff = network_input_difference(predictor, views, jpegs)
     for sub in subs:
         node.destroy_subscription(sub)
     node.destroy_node()

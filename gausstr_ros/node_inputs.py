@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import functools
 import os
-import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -57,8 +56,9 @@ class InputError(ValueError):
 
 
 @dataclass(frozen=True)
-class FrameSet:
-    """One synchronised set: per camera (model order) the image and optional depth message.
+class CameraMessages:
+    """One synchronised set as ROS messages, per camera (model order): the image and optional depth message
+    (from the sync's SyncedMessages; decode_views turns it into the core's Views).
 
     stamps_ns: image stamps; arrival_s: monotonic time at which the set's first message arrived.
     """
@@ -67,12 +67,6 @@ class FrameSet:
     images: tuple[Image | CompressedImage, ...]
     depths: tuple[Image, ...] | None
     arrival_s: float
-
-
-@dataclass
-class DecodedViews:
-    views: Views
-    decode_ms: float  # image + depth decoding, ms
 
 
 def camera_to_ego(
@@ -110,7 +104,7 @@ def resize_to_input(image: torch.Tensor, resize: ResizeCrop) -> torch.Tensor:
 
 
 def decode_views(
-    frame_set: FrameSet,
+    camera_messages: CameraMessages,
     cameras: Sequence[str],
     intrinsics: Sequence[CameraIntrinsics],
     cam2ego: np.ndarray,
@@ -118,7 +112,7 @@ def decode_views(
     device: str | torch.device = "cpu",
     max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
     network_input: bool = False,
-) -> DecodedViews:
+) -> Views:
     """Decode the set's images (in parallel; for the network input JPEGs at the coarsest libjpeg scale covering
     input_size (H, W); each checked against its CameraInfo size and max_pixels before decoding) and depths
     into Views: intrinsics
@@ -127,7 +121,6 @@ def decode_views(
     sees), depths (N, h', w') m or None;
     network_input True: images (N, 3, H, W) float in [0, 1] at input_size, depths
     (N, H, W) m or None, img_aug (N, 3, 3) original -> input pixels (see the module docstring)."""
-    start = time.perf_counter()
     sizes = {(info.height, info.width) for info in intrinsics}
     if len(sizes) != 1:
         raise InputError("camera_info", ",".join(cameras),
@@ -143,14 +136,14 @@ def decode_views(
             raise InputError("bad image", camera, str(err)) from err
         return image if resize is None else resize_to_input(image, resize)
 
-    images = list(_decode_pool().map(decode, cameras, frame_set.images))
+    images = list(_decode_pool().map(decode, cameras, camera_messages.images))
     if len({tuple(i.shape) for i in images}) != 1:
         raise InputError("bad image", ",".join(cameras),
                          f"decoded images differ in size: {[tuple(i.shape[-2:]) for i in images]}")
     depths = None
-    if frame_set.depths is not None:
+    if camera_messages.depths is not None:
         maps = []
-        for camera, msg in zip(cameras, frame_set.depths):
+        for camera, msg in zip(cameras, camera_messages.depths):
             try:
                 maps.append(decode_depth_msg(msg))
             except ImageDecodeError as err:
@@ -160,7 +153,7 @@ def decode_views(
         depths = torch.from_numpy(np.stack(maps))
         if resize is not None:
             depths = resize.depth(depths.to(images[0].device))
-    views = Views(
+    return Views(
         images=torch.stack(images),
         intrinsics=torch.from_numpy(np.stack([info.k for info in intrinsics])).float(),
         cam2ego=torch.from_numpy(cam2ego).float(),
@@ -168,4 +161,3 @@ def decode_views(
         img_aug=None if resize is None else resize.matrix.expand(len(images), 3, 3).clone(),
         image_size=(height, width),
     )
-    return DecodedViews(views, (time.perf_counter() - start) * 1e3)

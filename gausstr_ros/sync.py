@@ -36,7 +36,7 @@ _NO_PIVOT = -1
 
 
 @dataclass(frozen=True)
-class SyncedSet:
+class SyncedMessages:
     """One message per topic. stamps_ns[i] and messages[i] belong to topic i."""
 
     stamps_ns: tuple[int, ...]
@@ -75,13 +75,13 @@ class _Topic:
 class ApproximateTimeSync:
     """Minimal-spread approximate-time synchroniser over `num_topics` streams.
 
-    callback(SyncedSet) is called for every completed set. Stamps are integer nanoseconds.
+    callback(SyncedMessages) is called for every completed set. Stamps are integer nanoseconds.
     """
 
     def __init__(
         self,
         num_topics: int,
-        callback: Callable[[SyncedSet], None],
+        callback: Callable[[SyncedMessages], None],
         queue_size: int = 10,
         max_interval_ns: int | None = None,
         age_penalty: float = 0.1,
@@ -125,7 +125,7 @@ class ApproximateTimeSync:
         self._candidate: list[_Entry] | None = None
         self._cand_start = 0
         self._cand_end = 0
-        self._ready: list[SyncedSet] = []
+        self._ready: list[SyncedMessages] = []
         self.stats = SyncStats([0] * self._k, [0] * self._k, [0] * self._k)
 
     def add(self, topic_index: int, stamp_ns: int, msg: Any) -> None:
@@ -193,7 +193,7 @@ class ApproximateTimeSync:
     def _publish_candidate(self) -> None:
         candidate = self._candidate
         self._ready.append(
-            SyncedSet(tuple(e.stamp for e in candidate), tuple(e.msg for e in candidate))
+            SyncedMessages(tuple(e.stamp for e in candidate), tuple(e.msg for e in candidate))
         )
         self.stats.sets += 1
         self._candidate = None

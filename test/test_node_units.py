@@ -153,7 +153,7 @@ def test_network_input_made_while_decoding_is_within_1_255_of_the_full_decode_re
 
     from gausstr_core.data.augment import plan_resize_crop
     from gausstr_ros.image_codec import CameraIntrinsics, compressed_image_msg
-    from gausstr_ros.node_inputs import FrameSet, decode_views
+    from gausstr_ros.node_inputs import CameraMessages, decode_views
     from gausstr_ros.stamps import make_header
 
     rng = np.random.default_rng(0)
@@ -163,8 +163,8 @@ def test_network_input_made_while_decoding_is_within_1_255_of_the_full_decode_re
     PILImage.fromarray(rgb.clip(0, 255).astype(np.uint8)).save(buf, format="JPEG", quality=85)
     msg = compressed_image_msg(buf.getvalue(), make_header("cam", 0))
     info = CameraIntrinsics(np.array([[1000.0, 0, 800], [0, 1000, 450], [0, 0, 1]]), 1600, 900, "cam")
-    frame = FrameSet((0,), (msg,), None, 0.0)
-    views = decode_views(frame, ["cam"], [info], np.eye(4)[None], (504, 896), network_input=True).views
+    frame = CameraMessages((0,), (msg,), None, 0.0)
+    views = decode_views(frame, ["cam"], [info], np.eye(4)[None], (504, 896), network_input=True)
     assert views.images.dtype == torch.float32 and tuple(views.images.shape) == (1, 3, 504, 896)
     resize = plan_resize_crop((900, 1600), (504, 896))
     torch.testing.assert_close(views.img_aug[0], resize.matrix)

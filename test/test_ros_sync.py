@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from gausstr_ros.sync import ApproximateTimeSync, SyncedSet
+from gausstr_ros.sync import ApproximateTimeSync, SyncedMessages
 
 PERIOD_NS = 83_333_333  # 12 Hz cameras
 OFFSETS_NS = [0, 9_000_000, 17_000_000, 26_000_000, 35_000_000, 44_000_000]  # ~45 ms stagger
@@ -28,15 +28,15 @@ def arrival_order(msgs: list, rng: random.Random, max_latency_ns: int) -> list:
     return [m for _, m in sorted(((m[1] + rng.randint(0, max_latency_ns), m) for m in msgs), key=lambda x: x[0])]
 
 
-def run(msgs: list, **kwargs) -> tuple[list[SyncedSet], ApproximateTimeSync]:
-    out: list[SyncedSet] = []
+def run(msgs: list, **kwargs) -> tuple[list[SyncedMessages], ApproximateTimeSync]:
+    out: list[SyncedMessages] = []
     sync = ApproximateTimeSync(len(OFFSETS_NS), out.append, **kwargs)
     for cam, stamp, payload in msgs:
         sync.add(cam, stamp, payload)
     return out, sync
 
 
-def sweep_of(s: SyncedSet) -> int:
+def sweep_of(s: SyncedMessages) -> int:
     sweeps = {k for k, _ in s.messages}
     assert len(sweeps) == 1, f"set mixes sweeps {sorted(sweeps)}: {s.messages}"
     assert [cam for _, cam in s.messages] == list(range(len(OFFSETS_NS)))
@@ -107,7 +107,7 @@ def test_burst_keeps_memory_bounded_and_sets_clean():
 
 
 def test_picks_minimal_spread_not_first_match():
-    out: list[SyncedSet] = []
+    out: list[SyncedMessages] = []
     sync = ApproximateTimeSync(2, out.append, max_interval_ns=50)
     sync.add(0, 0, "a0")
     sync.add(1, 48, "b0")
@@ -117,7 +117,7 @@ def test_picks_minimal_spread_not_first_match():
 
 
 def test_slop_rejects_wide_sets():
-    out: list[SyncedSet] = []
+    out: list[SyncedMessages] = []
     sync = ApproximateTimeSync(2, out.append, max_interval_ns=10)
     for stamp_a, stamp_b in [(0, 30), (100, 130), (200, 205)]:
         sync.add(0, stamp_a, stamp_a)
@@ -138,9 +138,9 @@ def test_inter_message_lower_bound_emits_without_waiting_for_next_sweep():
 
 
 def test_callback_may_feed_the_sync_again():
-    out: list[SyncedSet] = []
+    out: list[SyncedMessages] = []
 
-    def callback(s: SyncedSet) -> None:
+    def callback(s: SyncedMessages) -> None:
         out.append(s)
         if len(out) == 1:
             sync.add(0, 1000, "again")  # would deadlock if called under the lock
@@ -153,7 +153,7 @@ def test_callback_may_feed_the_sync_again():
 
 
 def test_reset_forgets_queues_and_counters():
-    out: list[SyncedSet] = []
+    out: list[SyncedMessages] = []
     sync = ApproximateTimeSync(2, out.append)
     sync.add(0, 10, "x")
     sync.reset()
