@@ -57,7 +57,8 @@ LOG = logging.getLogger(__name__)
 
 @dataclass
 class Views:
-    """N camera views of one time step.
+    """N camera views of one time step as tensors, the predictor's input; `prepare` makes the
+    NetworkInputs from them (the chain from ROS messages on: docs/ARCHITECTURE.md, Names).
 
     images: (N, 3, H, W) RGB, uint8 or float in [0, 1], each covering the full original frame at
         any resolution (normally the original; a reduced JPEG decode works too), or None when
@@ -86,8 +87,8 @@ class Views:
 
 
 @dataclass
-class PreparedViews:
-    """Views at network-input size (H, W) on one device.
+class NetworkInputs:
+    """What the network takes: Views brought to the network-input size (H, W) on the predictor's device.
 
     images: (N, 3, H, W) float in [0, 1] or None; depths: (N, H, W) m (0 = none) or None;
     features: (N, C, H // p, W // p) or None; intrinsics (N, 3, 3) original-pixel K;
@@ -138,7 +139,7 @@ class Prediction:
 def prepare_views(
     views: Views, input_size: tuple[int, int], patch_size: int, default_image_size: tuple[int, int],
     device: torch.device | str = "cpu",
-) -> PreparedViews:
+) -> NetworkInputs:
     """Validate `views` and bring them to the network input (H, W) = input_size on `device`.
 
     Without img_aug every map is resized with the dataset's ResizeCrop planned from the original
@@ -176,7 +177,7 @@ def prepare_views(
         features = None if features is None else resize.features(features, patch_size)
     if eight_bit:  # resized first, then / 255: bit-identical to GaussTRDataset and the synthetic caches
         images = images / 255.0
-    return PreparedViews(images, depths, features, intrinsics, cam2ego, img_aug)
+    return NetworkInputs(images, depths, features, intrinsics, cam2ego, img_aug)
 
 
 class OccupancyPredictor:
@@ -357,7 +358,7 @@ class OccupancyPredictor:
             chunk_size=self.config.inference.chunk_size,
         )
 
-    def prepare(self, views: Views) -> PreparedViews:
+    def prepare(self, views: Views) -> NetworkInputs:
         """Stage "preprocess": views at network-input size on the predictor's device (see prepare_views)."""
         data = self.config.data
         return prepare_views(views, data.input_size, self.config.model.patch_size, data.image_size, self.device)
@@ -405,12 +406,12 @@ class OccupancyPredictor:
             raise ValueError(f"feature provider returned {tuple(features.shape)}, the model needs {expected}")
         return features.to(self.device).float()
 
-    def depths(self, views: Views | PreparedViews) -> torch.Tensor:
+    def depths(self, views: Views | NetworkInputs) -> torch.Tensor:
         """Stage "depth" (the depth provider): on Views, the images as given (normally the full original
         frames, as the authors run it), intrinsics scaled to their resolution -> (N, h, w) m at that
         resolution, which prepare() resizes to the input size like any given depth map (the dataset's
-        resize); on PreparedViews, the network-input images -> (N, H, W) m. 0 = no depth."""
-        if isinstance(views, PreparedViews):
+        resize); on NetworkInputs, the network-input images -> (N, H, W) m. 0 = no depth."""
+        if isinstance(views, NetworkInputs):
             return self._run_depth_provider(views.images, pixel_to_input_matrix(views.intrinsics, views.img_aug))
         _check_views(views)
         if views.images is None:
@@ -437,7 +438,7 @@ class OccupancyPredictor:
             )
         return torch.nan_to_num(depths.to(self.device).float(), nan=0.0, posinf=0.0, neginf=0.0)
 
-    def gaussians(self, inputs: PreparedViews, timer: StageTimer | None = None) -> Gaussians:
+    def gaussians(self, inputs: NetworkInputs, timer: StageTimer | None = None) -> Gaussians:
         """Stage "model": GaussTR (neck, decoder) on prepared views that carry features -> the last decoder
         layer's Gaussians, B = 1 (means (1, G, 3) ego frame, m; features (1, G, C)). Views without
         depths take the model's depth head (stage "depth"). timer: where the stages' times go."""

@@ -7,13 +7,13 @@ import torch
 from matplotlib.figure import Figure
 
 from gausstr_core.gaussians import Gaussians
-from gausstr_core.predict import PreparedViews
+from gausstr_core.predict import NetworkInputs
 from gausstr_core.render import render_gaussians
 
 MIN_ALPHA = 0.1  # rendered depth is shown only where the Gaussians cover at least this opacity
 
 
-def rendered_depth(gaussians: Gaussians, inputs: PreparedViews, input_size: tuple[int, int]) -> torch.Tensor:
+def rendered_depth(gaussians: Gaussians, inputs: NetworkInputs, input_size: tuple[int, int]) -> torch.Tensor:
     """Expected depth (N, H, W), m, of the Gaussians (B = 1) in every camera at input_size (H, W):
     accumulated depth / accumulated opacity, NaN where that opacity < MIN_ALPHA."""
     ones = gaussians.opacities.new_ones(*gaussians.opacities.shape, 1)
@@ -26,7 +26,7 @@ def rendered_depth(gaussians: Gaussians, inputs: PreparedViews, input_size: tupl
 
 
 def draw_cameras(
-    fig: Figure, inputs: PreparedViews, gaussians: Gaussians, camera_names: list[str], input_size: tuple[int, int],
+    fig: Figure, inputs: NetworkInputs, gaussians: Gaussians, camera_names: list[str], input_size: tuple[int, int],
     max_depth: float = 51.2,
 ) -> None:
     """One row per camera: image | input depth | rendered depth (same colour scale, 0..max_depth m)."""
@@ -55,6 +55,6 @@ def draw_cameras(
         fig.colorbar(mappable, cax=fig.add_axes((0.92, 0.25, 0.015, 0.5)), label="depth (m)")
 
 
-def _to_cpu(inputs: PreparedViews) -> PreparedViews:
-    return PreparedViews(*(None if v is None else v.cpu() for v in (
+def _to_cpu(inputs: NetworkInputs) -> NetworkInputs:
+    return NetworkInputs(*(None if v is None else v.cpu() for v in (
         inputs.images, inputs.depths, inputs.features, inputs.intrinsics, inputs.cam2ego, inputs.img_aug)))

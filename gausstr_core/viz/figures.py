@@ -17,7 +17,7 @@ from matplotlib.figure import Figure
 
 from gausstr_core.data.occ3d import FREE_ID, OCC3D_CLASSES, Occ3DLabels
 from gausstr_core.palette import class_colors
-from gausstr_core.predict import Prediction, PreparedViews
+from gausstr_core.predict import NetworkInputs, Prediction
 from gausstr_core.viz.cameras import draw_cameras
 from gausstr_core.viz.gaussians import draw_gaussians_bev
 from gausstr_core.viz.occupancy import add_class_legend, draw_bev, draw_voxels_3d
@@ -30,7 +30,7 @@ def save_prediction_figures(
     prediction: Prediction,
     *,
     truth: Occ3DLabels | None = None,
-    inputs: PreparedViews | None = None,
+    inputs: NetworkInputs | None = None,
     camera_names: list[str] | None = None,
     input_size: tuple[int, int] | None = None,
     prefix: str = "",
