@@ -47,6 +47,7 @@ class _Edge:
     stamps: list[int] = field(default_factory=list)  # sorted, ns (one entry, unused, when static)
     translations: list[np.ndarray] = field(default_factory=list)  # (3,) m
     rotations: list[np.ndarray] = field(default_factory=list)  # (4,) w x y z, unit
+    matrix: np.ndarray | None = None  # static edges: child_to_parent (4, 4), made once when stored
 
 
 class TransformBuffer:
@@ -97,6 +98,7 @@ class TransformBuffer:
                 edge = self._edges[child] = _Edge(parent, static)
             if static:
                 edge.stamps[:], edge.translations[:], edge.rotations[:] = [int(stamp_ns)], [t], [q]
+                edge.matrix = _matrix(t, q)
                 return
             i = bisect.bisect_left(edge.stamps, stamp_ns)
             if i < len(edge.stamps) and edge.stamps[i] == stamp_ns:
@@ -165,7 +167,7 @@ class TransformBuffer:
                 stamp_ns = self._latest_common_stamp(up + down)
             source_to_common = self._chain(up, stamp_ns, source, target)
             target_to_common = self._chain(down, stamp_ns, source, target)
-        return np.linalg.inv(target_to_common) @ source_to_common
+        return _rigid_inverse(target_to_common) @ source_to_common
 
     def _path_to_root(self, frame: str, stamp_ns: int | None) -> tuple[list[str], str | None]:
         """Frames from `frame` up to its root at `stamp_ns`, and the child of a dynamic edge that would
@@ -216,7 +218,7 @@ class TransformBuffer:
     def _edge_matrix(self, child: str, stamp_ns: int, source: str, target: str) -> np.ndarray:
         edge = self._edges[child]
         if edge.static:
-            return _matrix(edge.translations[0], edge.rotations[0])
+            return edge.matrix
         stamps = edge.stamps
         if not self._covers(edge, stamp_ns):
             raise self._extrapolation(child, stamp_ns, source, target)
@@ -246,6 +248,14 @@ def _matrix(translation: np.ndarray, rotation_wxyz: np.ndarray) -> np.ndarray:
     out = np.eye(4)
     out[:3, :3] = quat_to_rotmat(torch.from_numpy(rotation_wxyz)).numpy()
     out[:3, 3] = translation
+    return out
+
+
+def _rigid_inverse(matrix: np.ndarray) -> np.ndarray:
+    """Inverse of a rigid (4, 4) transform: [R^T, -R^T t]."""
+    out = np.eye(4)
+    out[:3, :3] = matrix[:3, :3].T
+    out[:3, 3] = -matrix[:3, :3].T @ matrix[:3, 3]
     return out
 
 
