@@ -211,7 +211,7 @@ def decoder_heads(setting: Setting) -> dict[str, Any]:
         maps = model.encode(x["features"])
         neck_ms = setting.median_ms(lambda: model.encode(x["features"]))
         full_ms = setting.median_ms(lambda: model(**x))
-    args = (maps, x["depths"], x["intrinsics"], x["cam2ego"], x["img_aug"])
+    args = (maps, x["depths"], x["intrinsics"], x["cam2ego"], x["original_to_input"])
 
     def run(fn: Callable[..., Any]) -> Callable[[], Any]:
         def call() -> Any:
@@ -236,7 +236,7 @@ def depth_head(setting: Setting) -> dict[str, Any]:
     cfg, model = _model(setting, depth_head=True)
     x = inputs(cfg, 1, setting.device)
     size = tuple(cfg.data.input_size)
-    cams = (x["intrinsics"], x["cam2ego"], x["img_aug"])
+    cams = (x["intrinsics"], x["cam2ego"], x["original_to_input"])
     with torch.no_grad(), setting.autocast():
         maps = model.encode(x["features"])
         head_ms = setting.median_ms(lambda: model.predict_depth(maps, *cams, size))
@@ -321,7 +321,7 @@ def train_step(setting: Setting) -> dict[str, Any]:
         with torch.autocast("cuda", dtype=amp) if amp else nullcontext():
             layers = model(**x)
             total, _ = gausstr_losses(layers, x["features"], x["depths"], x["cam2ego"], x["intrinsics"],
-                                      x["img_aug"], cfg.train)
+                                      x["original_to_input"], cfg.train)
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(total).backward()
         scaler.step(optimizer)

@@ -119,18 +119,18 @@ def depth_abs_rel(model: torch.nn.Module, config: Config, source: str = "rendere
         batch = collate_samples([inputs[index]])
         truth = truths[index].depths
         if source == "head":
-            cameras = (batch.intrinsics, batch.cam2ego, batch.img_aug)
+            cameras = (batch.intrinsics, batch.cam2ego, batch.original_to_input)
             predicted = model.predict_depth(model.encode(batch.features), *cameras, tuple(truth.shape[-2:]))[0]
             errors += abs_rel_per_image(predicted, truth, config.train.far_depth)
             continue
         views = batch.features.shape[1]
         refs = model.sample_reference_points(1, views, deterministic=True)
-        gaussians = model(batch.features, batch.depths, batch.intrinsics, batch.cam2ego, batch.img_aug,
+        gaussians = model(batch.features, batch.depths, batch.intrinsics, batch.cam2ego, batch.original_to_input,
                           ref_points=refs)[-1]
         rendered = render_gaussians(
             means=gaussians.means, quats=gaussians.quats, scales=gaussians.scales, opacities=gaussians.opacities,
             colors=gaussians.opacities[..., None], cam2ego=batch.cam2ego, intrinsics=batch.intrinsics,
-            img_aug=batch.img_aug, image_size=tuple(batch.depths.shape[-2:]),
+            original_to_input=batch.original_to_input, image_size=tuple(batch.depths.shape[-2:]),
             near=config.train.render_near, far=config.train.render_far,
         ).depth[0]
         errors += abs_rel_per_image(rendered, truth, config.train.far_depth)

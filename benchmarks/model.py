@@ -96,7 +96,7 @@ def inputs(cfg, batch: int, device: torch.device) -> dict[str, torch.Tensor]:
         depths=torch.rand(batch, VIEWS, h, w, device=device) * 50 + 1,
         intrinsics=k.expand(batch, VIEWS, 3, 3).to(device),
         cam2ego=torch.eye(4, device=device).expand(batch, VIEWS, 4, 4),
-        img_aug=torch.eye(3, device=device).expand(batch, VIEWS, 3, 3),
+        original_to_input=torch.eye(3, device=device).expand(batch, VIEWS, 3, 3),
     )
 
 

@@ -143,7 +143,7 @@ def network_input_difference(predictor: OccupancyPredictor, views, jpegs: list[b
 
     full = torch.stack([decode_jpeg(torch.frombuffer(bytearray(j), dtype=torch.uint8), mode=ImageReadMode.RGB)
                         for j in jpegs])
-    reference = predictor.prepare(dataclasses.replace(views, images=full, img_aug=None, depths=None)).images
+    reference = predictor.prepare(dataclasses.replace(views, images=full, original_to_input=None, depths=None)).images
     ours = predictor.prepare(dataclasses.replace(views, depths=None)).images
     return float((ours - reference).abs().max()) * 255
 

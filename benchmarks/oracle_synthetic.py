@@ -102,23 +102,24 @@ class OracleHead(nn.Module):
     def encode(self, features: torch.Tensor) -> torch.Tensor:
         return features
 
-    def forward(self, features, depths, intrinsics, cam2ego, img_aug, *, ref_points=None) -> list[Gaussians]:
-        return self.decode(features, depths, intrinsics, cam2ego, img_aug)
+    def forward(self, features, depths, intrinsics, cam2ego, original_to_input, *, ref_points=None) -> list[Gaussians]:
+        return self.decode(features, depths, intrinsics, cam2ego, original_to_input)
 
-    def decode(self, value_maps, depths, intrinsics, cam2ego, img_aug, ref_points=None) -> list[Gaussians]:
+    def decode(self, value_maps, depths, intrinsics, cam2ego, original_to_input, ref_points=None) -> list[Gaussians]:
         """As GaussTR.decode for B = 1 (depths: the true depth); one Gaussians (1, N * Q)."""
         if self.sample is None:
             raise RuntimeError("OracleHead.use(sample) must come before predict")
         depths = depths.clamp(max=self.cfg.depth_max)
-        voxels = surface_voxels(depths[0], intrinsics[0], cam2ego[0], img_aug[0], self.grid,
+        voxels = surface_voxels(depths[0], intrinsics[0], cam2ego[0], original_to_input[0], self.grid,
                                 self.sample.occ_semantics, self.prompt_ids >= 0)
-        parts = [self._view_gaussians(ids, labels, depths[0, v], intrinsics[0, v], cam2ego[0, v], img_aug[0, v])
+        parts = [self._view_gaussians(ids, labels, depths[0, v], intrinsics[0, v], cam2ego[0, v],
+                                      original_to_input[0, v])
                  for v, (ids, labels) in enumerate(voxels)]
         return [Gaussians(**{f.name: torch.cat([getattr(p, f.name) for p in parts])[None]
                             for f in dataclasses.fields(Gaussians)})]
 
     def _view_gaussians(self, ids: torch.Tensor, labels: torch.Tensor, depth: torch.Tensor, k: torch.Tensor,
-                        cam2ego: torch.Tensor, img_aug: torch.Tensor) -> Gaussians:
+                        cam2ego: torch.Tensor, original_to_input: torch.Tensor) -> Gaussians:
         """Q Gaussians (unbatched fields, (Q, ...)) for one view's surface voxels (flat ids, Occ3D labels)."""
         q, knobs = self.cfg.num_queries, self.knobs
         centres = self.grid.centers().reshape(-1, 3)[ids]
@@ -139,7 +140,7 @@ class OracleHead(nn.Module):
             mean = torch.stack(means)
             var_cam = torch.diagonal(rot.T @ torch.stack(covs) @ rot, dim1=-2, dim2=-1)
             sigma = knobs.scale_gain * (var_cam.clamp(min=0) + self.grid.size**2 / 12).sqrt()
-            uv, _ = project_points(mean, cam2ego, k, img_aug)
+            uv, _ = project_points(mean, cam2ego, k, original_to_input)
             size = depth.new_tensor([depth.shape[-1], depth.shape[-2]])
             at_pixel = sample_depth(depth[None, None], (uv / size).clamp(0, 1)[None, None])[0, 0]
             unit = (at_pixel * self.cfg.scale_multiplier / k[0, 0]).clamp(min=1e-6)[:, None]
@@ -158,12 +159,12 @@ class OracleHead(nn.Module):
                          features=self.class_features[cls])
 
 
-def surface_voxels(depths: torch.Tensor, intrinsics: torch.Tensor, cam2ego: torch.Tensor, img_aug: torch.Tensor,
-                   grid: VoxelGrid, semantics: torch.Tensor, predictable: torch.Tensor
+def surface_voxels(depths: torch.Tensor, intrinsics: torch.Tensor, cam2ego: torch.Tensor,
+                   original_to_input: torch.Tensor, grid: VoxelGrid, semantics: torch.Tensor, predictable: torch.Tensor
                    ) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """Per view, the ground-truth voxels its true depth sees (module docstring, step 1).
 
-    depths (N, H, W) true optical z at the network input, m, 0 = sky; intrinsics, img_aug (N, 3, 3);
+    depths (N, H, W) true optical z at the network input, m, 0 = sky; intrinsics, original_to_input (N, 3, 3);
     cam2ego (N, 4, 4); semantics (X, Y, Z) Occ3D ids; predictable (18,) bool. Returns per view
     (flat voxel ids (M,), Occ3D labels (M,)), each voxel in exactly one view.
     """
@@ -177,7 +178,7 @@ def surface_voxels(depths: torch.Tensor, intrinsics: torch.Tensor, cam2ego: torc
     for v in range(n):
         d = depths[v].reshape(-1)
         valid = d > 0
-        points = unproject_pixels(pixels[valid], d[valid], cam2ego[v], intrinsics[v], img_aug[v])
+        points = unproject_pixels(pixels[valid], d[valid], cam2ego[v], intrinsics[v], original_to_input[v])
         ray = points - cam2ego[v, :3, 3]
         ray = ray / ray.norm(dim=1, keepdim=True)
         chosen = torch.full((len(points),), -1, dtype=torch.long)
@@ -278,7 +279,7 @@ def score(config: Config, knobs: OracleKnobs, split: str, samples: int | None = 
         sample = dataset[index]
         oracle.use(sample)
         prediction = predictor.predict(Views(None, sample.intrinsics, sample.cam2ego, depths=sample.depths,
-                                             features=sample.features, img_aug=sample.img_aug))
+                                             features=sample.features, original_to_input=sample.original_to_input))
         labels.update(prediction.labels_occ3d(), sample.occ_semantics, sample.occ_mask_camera)
         density.update(occupancy_from_density(prediction.density, config.inference.density_threshold),
                        sample.occ_semantics, sample.occ_mask_camera)

@@ -41,11 +41,11 @@ def nuscenes_scene(per_view: int, channels: int, scale: float, image_size: tuple
     cam2ego = torch.stack(
         [make_transform(quat_to_rotmat(torch.tensor(q)), torch.tensor(t)) for _, _, _, t, q in RIG]
     )
-    img_aug = resize_crop_matrix(scale).expand(views, 3, 3)
+    original_to_input = resize_crop_matrix(scale).expand(views, 3, 3)
     height, width = image_size
     uv = torch.rand(views, per_view, 2, generator=gen) * torch.tensor([width, height])
     depth = torch.exp(torch.empty(views, per_view).uniform_(0.7, 3.9, generator=gen))  # 2 .. 50 m
-    means = unproject_pixels(uv, depth, cam2ego, intrinsics, img_aug)  # (views, per_view, 3)
+    means = unproject_pixels(uv, depth, cam2ego, intrinsics, original_to_input)  # (views, per_view, 3)
     s = 1 + 15 * torch.rand(views, per_view, 3, generator=gen)
     scales = s * (depth * 7.5 / intrinsics[:, 0, 0, None])[..., None]
     quats = rotmat_to_quat(cam2ego[:, :3, :3])[:, None].expand(views, per_view, 4)
@@ -58,14 +58,14 @@ def nuscenes_scene(per_view: int, channels: int, scale: float, image_size: tuple
         colors=torch.randn(1, gaussians, channels, generator=gen),
         cam2ego=cam2ego[None],
         intrinsics=intrinsics[None],
-        img_aug=img_aug[None].contiguous(),
+        original_to_input=original_to_input[None].contiguous(),
         image_size=image_size,
     )
 
 
 def brute_force(scene: dict) -> torch.Tensor:
     """Per-pixel Python loop over depth-sorted Gaussians with gsplat's rule: (B, N, D + 1, H, W)."""
-    cam2ego, ks = scene["cam2ego"], scene["img_aug"] @ scene["intrinsics"]
+    cam2ego, ks = scene["cam2ego"], scene["original_to_input"] @ scene["intrinsics"]
     proj = project_gaussians(
         scene["means"], scene["quats"], scene["scales"], torch.linalg.inv(cam2ego), ks, scene["image_size"],
         opacities=scene["opacities"], eps2d=EPS2D, near=0.1, far=100.0,

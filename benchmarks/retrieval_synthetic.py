@@ -127,7 +127,7 @@ def oracle_keyframes(args: argparse.Namespace, predictor: OccupancyPredictor, or
         sample = dataset[index]
         oracle.use(sample)
         prediction = predictor.predict(Views(None, sample.intrinsics, sample.cam2ego, depths=sample.depths,
-                                             features=sample.features, img_aug=sample.img_aug))
+                                             features=sample.features, original_to_input=sample.original_to_input))
         yield prediction, sample.occ_semantics.numpy(), sample.occ_mask_camera.numpy().astype(bool)
 
 

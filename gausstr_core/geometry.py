@@ -2,7 +2,7 @@
 
 Conventions: quaternions are w x y z; ego frame x forward, y left, z up; camera frames optical
 (z forward, x right, y down); `intrinsics` map the optical frame to original pixels and
-`img_aug` maps original pixels to network-input pixels. Pixel (u, v) = (column, row), with pixel
+`original_to_input` maps original pixels to network-input pixels. Pixel (u, v) = (column, row), with pixel
 centres at integer + 0.5 in the continuous image plane.
 """
 
@@ -112,23 +112,23 @@ def transform_points(a_to_b: torch.Tensor, points: torch.Tensor) -> torch.Tensor
     return points @ a_to_b[..., :3, :3].transpose(-1, -2) + a_to_b[..., None, :3, 3]
 
 
-def pixel_to_input_matrix(intrinsics: torch.Tensor, img_aug: torch.Tensor) -> torch.Tensor:
-    """Effective intrinsics of the network input: img_aug @ K, (..., 3, 3)."""
-    return img_aug @ intrinsics
+def pixel_to_input_matrix(intrinsics: torch.Tensor, original_to_input: torch.Tensor) -> torch.Tensor:
+    """Effective intrinsics of the network input: original_to_input @ K, (..., 3, 3)."""
+    return original_to_input @ intrinsics
 
 
 def project_points(
-    points_ego: torch.Tensor, cam2ego: torch.Tensor, intrinsics: torch.Tensor, img_aug: torch.Tensor
+    points_ego: torch.Tensor, cam2ego: torch.Tensor, intrinsics: torch.Tensor, original_to_input: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Project ego points into network-input pixels.
 
-    points_ego: (..., N, 3) ego frame, m; cam2ego (..., 4, 4); intrinsics, img_aug (..., 3, 3).
+    points_ego: (..., N, 3) ego frame, m; cam2ego (..., 4, 4); intrinsics, original_to_input (..., 3, 3).
     Returns uv (..., N, 2) network-input pixels and depth (..., N) optical z, m (points behind the
     camera get depth <= 0; their uv is meaningless).
     """
     cam = transform_points(torch.linalg.inv(cam2ego), points_ego)
     depth = cam[..., 2]
-    pix = cam @ pixel_to_input_matrix(intrinsics, img_aug).transpose(-1, -2)
+    pix = cam @ pixel_to_input_matrix(intrinsics, original_to_input).transpose(-1, -2)
     uv = pix[..., :2] / _safe(pix[..., 2:3])
     return uv, depth
 
@@ -138,21 +138,22 @@ def _safe(z: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
 
 
 def unproject_pixels(
-    uv: torch.Tensor, depth: torch.Tensor, cam2ego: torch.Tensor, intrinsics: torch.Tensor, img_aug: torch.Tensor
+    uv: torch.Tensor, depth: torch.Tensor, cam2ego: torch.Tensor, intrinsics: torch.Tensor,
+    original_to_input: torch.Tensor,
 ) -> torch.Tensor:
     """Back-project network-input pixels with optical depth into the ego frame.
 
     uv: (..., N, 2) network-input pixels; depth: (..., N) optical z, m; cam2ego (..., 4, 4);
-    intrinsics, img_aug (..., 3, 3). Returns (..., N, 3) ego frame, m.
+    intrinsics, original_to_input (..., 3, 3). Returns (..., N, 3) ego frame, m.
     """
-    k_inv = torch.linalg.inv(pixel_to_input_matrix(intrinsics, img_aug))
+    k_inv = torch.linalg.inv(pixel_to_input_matrix(intrinsics, original_to_input))
     homog = torch.cat([uv, torch.ones_like(uv[..., :1])], dim=-1)
     rays = homog @ k_inv.transpose(-1, -2)  # optical frame, z = 1
     return transform_points(cam2ego, rays * depth[..., None])
 
 
 def resize_crop_matrix(scale: float | tuple[float, float], crop: tuple[float, float] = (0.0, 0.0)) -> torch.Tensor:
-    """img_aug for 'resize by scale (sx, sy), then crop away the top-left (cx, cy) pixels': (3, 3).
+    """original_to_input for 'resize by scale (sx, sy), then crop away the top-left (cx, cy) pixels': (3, 3).
 
     Maps original pixels to network-input pixels: u' = sx * u - cx, v' = sy * v - cy.
     """

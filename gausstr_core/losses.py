@@ -101,7 +101,7 @@ def gausstr_losses(
     target_depths: torch.Tensor,
     cam2ego: torch.Tensor,
     intrinsics: torch.Tensor,
-    img_aug: torch.Tensor,
+    original_to_input: torch.Tensor,
     cfg: TrainConfig,
     segmentation: torch.Tensor | None = None,
     segment_head: Callable[[torch.Tensor, int], torch.Tensor] | None = None,
@@ -112,7 +112,7 @@ def gausstr_losses(
 
     layers: one Gaussians batch per decoder layer (means (B, G, 3) ego, m; features (B, G, C)).
     target_features: (B, N, C, h, w); target_depths: (B, N, H, W) m at network-input size (H, W),
-    the render size; cam2ego (B, N, 4, 4); intrinsics, img_aug (B, N, 3, 3).
+    the render size; cam2ego (B, N, 4, 4); intrinsics, original_to_input (B, N, 3, 3).
     segmentation: optional (B, N, H, W) int64 labels (0 = ignore), needs segment_head(features,
     layer) mapping channel-last rendered features (B, N, H, W, q) of decoder layer `layer` to
     (B, N, H, W, classes) logits (as `gausstr_core.model` SegmentHead).
@@ -141,7 +141,7 @@ def gausstr_losses(
         out = render_fn(
             means=gaussians.means, quats=gaussians.quats, scales=gaussians.scales,
             opacities=gaussians.opacities, colors=colors, cam2ego=cam2ego, intrinsics=intrinsics,
-            img_aug=img_aug, image_size=image_size, near=cfg.render_near, far=cfg.render_far,
+            original_to_input=original_to_input, image_size=image_size, near=cfg.render_near, far=cfg.render_far,
         )
         layer = {"feature": feature_loss(out.features, target)}
         layer["depth_silog"], layer["depth_l1"] = depth_loss(out.depth, target_depths, cfg.far_depth, cfg.far_target)

@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import sys
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -71,10 +73,13 @@ class Views:
         output is resized to the input like a given depth map.
     features: (N, C, h', w') precomputed full-frame feature maps (e.g. the prepared caches), or
         None: the feature provider runs.
-    img_aug: (N, 3, 3) original -> network-input pixels, only when images, depths and features are
-        already at network-input size (as GaussTRDataset delivers them); nothing is resized then.
+    original_to_input: (N, 3, 3) original -> network-input pixels, only when images, depths and
+        features are already at network-input size (as GaussTRDataset delivers them); nothing is
+        resized then.
     image_size: (H, W) of the original images that `intrinsics` refer to; default: the images'
         size, else config.data.image_size.
+    img_aug: deprecated keyword for original_to_input (its old name), accepted for one release with
+        a DeprecationWarning; reading `views.img_aug` warns too.
     """
 
     images: torch.Tensor | None
@@ -82,8 +87,37 @@ class Views:
     cam2ego: torch.Tensor
     depths: torch.Tensor | None = None
     features: torch.Tensor | None = None
-    img_aug: torch.Tensor | None = None
+    original_to_input: torch.Tensor | None = None
     image_size: tuple[int, int] | None = None
+    img_aug: dataclasses.InitVar[torch.Tensor | None] = dataclasses.field(default=None, kw_only=True)
+
+    def __post_init__(self, img_aug: torch.Tensor | None) -> None:
+        if img_aug is None:
+            return
+        _warn_img_aug(stacklevel=4)  # the caller of Views(...), above __init__ and __post_init__
+        if self.original_to_input is not None:
+            raise ValueError("Views: give original_to_input or its deprecated name img_aug, not both")
+        self.original_to_input = img_aug
+
+
+def _warn_img_aug(stacklevel: int) -> None:
+    warnings.warn("Views.img_aug is deprecated: it is now Views.original_to_input (the same (N, 3, 3) original -> "
+                  "network-input pixel matrix); the old name goes in the next release", DeprecationWarning,
+                  stacklevel=stacklevel)
+
+
+class _ImgAugAlias:
+    """`views.img_aug` (deprecated): warns and gives original_to_input. Inside `dataclasses` (replace() reads
+    every init argument, the InitVar too) it reads None, "not given", so replace() keeps working."""
+
+    def __get__(self, views: Views | None, owner: type | None = None) -> torch.Tensor | None:
+        if views is None or sys._getframe(1).f_globals.get("__name__") == "dataclasses":
+            return None
+        _warn_img_aug(stacklevel=3)
+        return views.original_to_input
+
+
+Views.img_aug = _ImgAugAlias()  # after @dataclass, which set the InitVar's class attribute to its default, None
 
 
 @dataclass
@@ -92,7 +126,7 @@ class NetworkInputs:
 
     images: (N, 3, H, W) float in [0, 1] or None; depths: (N, H, W) m (0 = none) or None;
     features: (N, C, H // p, W // p) or None; intrinsics (N, 3, 3) original-pixel K;
-    cam2ego (N, 4, 4); img_aug (N, 3, 3) original -> input pixels.
+    cam2ego (N, 4, 4); original_to_input (N, 3, 3) original -> input pixels.
     """
 
     images: torch.Tensor | None
@@ -100,7 +134,7 @@ class NetworkInputs:
     features: torch.Tensor | None
     intrinsics: torch.Tensor
     cam2ego: torch.Tensor
-    img_aug: torch.Tensor
+    original_to_input: torch.Tensor
 
 
 @dataclass
@@ -142,7 +176,7 @@ def prepare_views(
 ) -> NetworkInputs:
     """Validate `views` and bring them to the network input (H, W) = input_size on `device`.
 
-    Without img_aug every map is resized with the dataset's ResizeCrop planned from the original
+    Without original_to_input every map is resized with the dataset's ResizeCrop planned from the original
     size (`views.image_size`, else the images' size, else default_image_size) to input_size.
     """
     n = _check_views(views)
@@ -156,28 +190,28 @@ def prepare_views(
     intrinsics = views.intrinsics.to(device).float()
     cam2ego = views.cam2ego.to(device).float()
     height, width = input_size
-    if views.img_aug is not None:
-        img_aug = views.img_aug.to(device).float()
+    if views.original_to_input is not None:
+        original_to_input = views.original_to_input.to(device).float()
         images = None if images is None else images.float()
         expected = {"images": (images, (height, width)), "depths": (depths, (height, width)),
                     "features": (features, (height // patch_size, width // patch_size))}
         for name, (tensor, size) in expected.items():
             if tensor is not None and tuple(tensor.shape[-2:]) != size:
                 raise ValueError(
-                    f"Views.{name} must be at network-input size {size} when img_aug is given, "
+                    f"Views.{name} must be at network-input size {size} when original_to_input is given, "
                     f"got {tuple(tensor.shape[-2:])}"
                 )
     else:
         source = views.image_size or (tuple(images.shape[-2:]) if images is not None else default_image_size)
         _check_principal_points(intrinsics, source)
         resize = plan_resize_crop(tuple(source), tuple(input_size))
-        img_aug = resize.matrix.to(device).expand(n, 3, 3).clone()
+        original_to_input = resize.matrix.to(device).expand(n, 3, 3).clone()
         images = None if images is None else resize.image(images)
         depths = None if depths is None else resize.depth(depths)
         features = None if features is None else resize.features(features, patch_size)
     if eight_bit:  # resized first, then / 255: bit-identical to GaussTRDataset and the synthetic caches
         images = images / 255.0
-    return NetworkInputs(images, depths, features, intrinsics, cam2ego, img_aug)
+    return NetworkInputs(images, depths, features, intrinsics, cam2ego, original_to_input)
 
 
 class OccupancyPredictor:
@@ -369,7 +403,8 @@ class OccupancyPredictor:
         stage name (module docstring); CUDA-synchronised at the stage boundaries only with `profile`."""
         timer = StageTimer(STAGES, self.device if self.profile else None)
         with timer("total"):
-            if views.depths is None and views.img_aug is None and views.images is not None and not self.model_depth:
+            at_input = views.original_to_input is not None
+            if views.depths is None and not at_input and views.images is not None and not self.model_depth:
                 with timer("depth"):
                     views = dataclasses.replace(views, depths=self.depths(views))
             with timer("preprocess"):
@@ -377,7 +412,7 @@ class OccupancyPredictor:
             if inputs.features is None:
                 with timer("features"):
                     inputs = dataclasses.replace(inputs, features=self.features(inputs.images))
-            if inputs.depths is None and not self.model_depth:  # network-size views (img_aug given)
+            if inputs.depths is None and not self.model_depth:  # network-size views (original_to_input given)
                 with timer("depth"):
                     inputs = dataclasses.replace(inputs, depths=self.depths(inputs))
             gaussians = self.gaussians(inputs, timer)
@@ -412,7 +447,8 @@ class OccupancyPredictor:
         resolution, which prepare() resizes to the input size like any given depth map (the dataset's
         resize); on NetworkInputs, the network-input images -> (N, H, W) m. 0 = no depth."""
         if isinstance(views, NetworkInputs):
-            return self._run_depth_provider(views.images, pixel_to_input_matrix(views.intrinsics, views.img_aug))
+            input_intrinsics = pixel_to_input_matrix(views.intrinsics, views.original_to_input)
+            return self._run_depth_provider(views.images, input_intrinsics)
         _check_views(views)
         if views.images is None:
             raise ValueError("Views need images for the depth provider (or give depths)")
@@ -446,7 +482,7 @@ class OccupancyPredictor:
         if inputs.features is None:
             raise ValueError("gaussians() needs prepared views with features (see features())")
         features, depths = inputs.features, inputs.depths
-        cameras = (inputs.intrinsics[None], inputs.cam2ego[None], inputs.img_aug[None])
+        cameras = (inputs.intrinsics[None], inputs.cam2ego[None], inputs.original_to_input[None])
         with timer("model"):
             self.model.check_inputs(features[None], None if depths is None else depths[None], *cameras)
             value_maps = self.model.encode(features[None])
@@ -596,7 +632,7 @@ def _check_views(views: Views) -> int:
         raise ValueError("Views hold no camera")
     shapes = {
         "cam2ego": (views.cam2ego, 3, (n, 4, 4)),
-        "img_aug": (views.img_aug, 3, (n, 3, 3)),
+        "original_to_input": (views.original_to_input, 3, (n, 3, 3)),
         "images": (views.images, 4, (n, 3)),
         "depths": (views.depths, 3, (n,)),
         "features": (views.features, 4, (n,)),

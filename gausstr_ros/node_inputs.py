@@ -11,7 +11,7 @@ without numba), so the result is within half a grey level (0.5 / 255) of the flo
 the full decode at a fraction of its cost (uint8 in both passes rounds twice and can be a level
 off); on CUDA
 (nvjpeg decode) all in float, as the predictor would. The Views then carry float images in
-[0, 1], img_aug and input-size depths, so the predictor resizes nothing.
+[0, 1], original_to_input and input-size depths, so the predictor resizes nothing.
 """
 
 from __future__ import annotations
@@ -120,7 +120,7 @@ def decode_views(
     network_input False: images (N, 3, H, W) uint8 full frame at full resolution (what the depth provider
     sees), depths (N, h', w') m or None;
     network_input True: images (N, 3, H, W) float in [0, 1] at input_size, depths
-    (N, H, W) m or None, img_aug (N, 3, 3) original -> input pixels (see the module docstring)."""
+    (N, H, W) m or None, original_to_input (N, 3, 3) original -> input pixels (see the module docstring)."""
     sizes = {(info.height, info.width) for info in intrinsics}
     if len(sizes) != 1:
         raise InputError("camera_info", ",".join(cameras),
@@ -158,6 +158,6 @@ def decode_views(
         intrinsics=torch.from_numpy(np.stack([info.k for info in intrinsics])).float(),
         cam2ego=torch.from_numpy(cam2ego).float(),
         depths=depths,
-        img_aug=None if resize is None else resize.matrix.expand(len(images), 3, 3).clone(),
+        original_to_input=None if resize is None else resize.matrix.expand(len(images), 3, 3).clone(),
         image_size=(height, width),
     )

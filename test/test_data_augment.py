@@ -1,4 +1,4 @@
-"""Resize/crop augmentation keeps images, maps and img_aug consistent."""
+"""Resize/crop augmentation keeps images, maps and original_to_input consistent."""
 
 from __future__ import annotations
 
@@ -73,7 +73,7 @@ def test_depth_labels_and_features_follow_the_image() -> None:
     depth[:3] = 0.0  # invalid stays invalid
     out = plan.depth(depth)
     assert set(out.unique().tolist()) <= {0.0, 5.0, 20.0}
-    # Left/right boundary sits where img_aug maps original column 80.
+    # Left/right boundary sits where original_to_input maps original column 80.
     boundary = float(plan.matrix[0, 0] * 80 + plan.matrix[0, 2])
     cols = torch.arange(80) + 0.5
     torch.testing.assert_close(out[20], torch.where(cols < boundary, 5.0, 20.0))

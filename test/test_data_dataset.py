@@ -47,7 +47,7 @@ def test_sample_and_batch_shapes(tree: Path) -> None:
     assert sample.depths.shape == (6, 90, 160) and (sample.depths > 0).all()
     assert sample.segmentation.shape == (6, 90, 160) and sample.segmentation.dtype == torch.long
     assert sample.occ_semantics.shape == (200, 200, 16) and sample.occ_mask_camera.dtype == torch.bool
-    torch.testing.assert_close(sample.img_aug, torch.eye(3).expand(6, 3, 3))
+    torch.testing.assert_close(sample.original_to_input, torch.eye(3).expand(6, 3, 3))
     assert sample.cam2ego.shape == (6, 4, 4) and sample.intrinsics.shape == (6, 3, 3)
     record = NuScenesReader(tree, "v1.0-mini").sample_record(sample.token)
     torch.testing.assert_close(sample.ego2global, torch.as_tensor(record.ego2global, dtype=torch.float32))
@@ -66,7 +66,7 @@ def test_other_input_size_online_features_and_no_occupancy(tree: Path) -> None:
     sample = dataset[0]
     assert sample.images.shape == (6, 3, 45, 80) and sample.depths.shape == (6, 45, 80)
     assert sample.features is None and sample.occ_semantics is None
-    torch.testing.assert_close(sample.img_aug[0], torch.tensor([[0.5, 0, 0], [0, 0.5, 0], [0, 0, 1.0]]))
+    torch.testing.assert_close(sample.original_to_input[0], torch.tensor([[0.5, 0, 0], [0, 0.5, 0], [0, 0, 1.0]]))
     cached = GaussTRDataset(_config(tree, input_size=(40, 80)), "val")[0]
     assert cached.features.shape == (6, 64, 4, 8)  # cache maps are resized to the input grid
     with pytest.raises(ValueError, match="feature_source"):

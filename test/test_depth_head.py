@@ -35,7 +35,7 @@ def _config(**overrides) -> ModelConfig:
 
 
 def _cameras(height: float = 1.5) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Level cameras looking along ego x at `height` m: intrinsics, cam2ego, img_aug (B, N, ...)."""
+    """Level cameras looking along ego x at `height` m: intrinsics, cam2ego, original_to_input (B, N, ...)."""
     k = torch.tensor([[20.0, 0.0, 12.0], [0.0, 20.0, 8.0], [0.0, 0.0, 1.0]])
     cam2ego = torch.eye(4).repeat(B, N, 1, 1)
     cam2ego[..., :3, :3] = OPTICAL_TO_FORWARD
@@ -57,8 +57,8 @@ def _ground_depth(height: float = 1.5) -> torch.Tensor:
 
 
 def test_ray_channels_give_the_ground_plane_depth() -> None:
-    intrinsics, cam2ego, img_aug = (t.flatten(0, 1) for t in _cameras(1.5))
-    rays = ray_channels(intrinsics, cam2ego, img_aug, (H, W), (H, W), MIN_DEPTH, 51.2)
+    intrinsics, cam2ego, original_to_input = (t.flatten(0, 1) for t in _cameras(1.5))
+    rays = ray_channels(intrinsics, cam2ego, original_to_input, (H, W), (H, W), MIN_DEPTH, 51.2)
     assert rays.shape == (B * N, 3, H, W)
     v = torch.arange(H, dtype=torch.float32) + 0.5
     torch.testing.assert_close(rays[0, 0, :, 5], -(v - 8.0) / 20.0)  # ego z per metre of optical depth
@@ -74,22 +74,22 @@ def test_head_output_is_bounded_at_the_input_size() -> None:
     torch.manual_seed(0)
     head = DepthHead(in_channels=8, hidden=4, levels=3, max_depth=51.2)
     maps = [torch.randn(2, 8, 8, 12) * 1e3, torch.randn(2, 8, 4, 6) * 1e3, torch.randn(2, 8, 2, 3) * 1e3]
-    intrinsics, cam2ego, img_aug = (t.flatten(0, 1) for t in _cameras())
+    intrinsics, cam2ego, original_to_input = (t.flatten(0, 1) for t in _cameras())
     with torch.no_grad():
-        depth = head(maps, intrinsics, cam2ego, img_aug, (H, W))
+        depth = head(maps, intrinsics, cam2ego, original_to_input, (H, W))
     assert depth.shape == (2, H, W) and bool(torch.isfinite(depth).all())
     assert float(depth.min()) >= MIN_DEPTH * (1 - 1e-5) and float(depth.max()) <= 51.2 * (1 + 1e-5)
     with pytest.raises(ValueError, match="expected 3 neck maps"):
-        head(maps[:2], intrinsics, cam2ego, img_aug, (H, W))
+        head(maps[:2], intrinsics, cam2ego, original_to_input, (H, W))
 
 
 def test_untrained_head_starts_at_the_flat_ground_depth() -> None:
     torch.manual_seed(0)
     head = DepthHead(in_channels=8, hidden=4, levels=3, max_depth=51.2)
     maps = [torch.randn(2, 8, 8, 12), torch.randn(2, 8, 4, 6), torch.randn(2, 8, 2, 3)]
-    intrinsics, cam2ego, img_aug = (t.flatten(0, 1) for t in _cameras())
+    intrinsics, cam2ego, original_to_input = (t.flatten(0, 1) for t in _cameras())
     with torch.no_grad():
-        depth = head(maps, intrinsics, cam2ego, img_aug, (H, W))
+        depth = head(maps, intrinsics, cam2ego, original_to_input, (H, W))
     ground = _ground_depth().flatten(0, 1)
     near = (ground > 0) & (ground < 40)
     assert float(((depth - ground).abs() / ground)[near].max()) < 0.02
@@ -136,11 +136,11 @@ def test_loss_adds_the_head_term_with_its_weight() -> None:
     cfg = _config()
     model = GaussTR(cfg).train()
     features, cameras = _features(cfg), _cameras()
-    intrinsics, cam2ego, img_aug = cameras
+    intrinsics, cam2ego, original_to_input = cameras
     target = _ground_depth() + 80.0 * (_ground_depth() == 0)  # sky beyond the range
     layers, head_depths = model(features, target, *cameras, return_depth=True)
     train_cfg = TrainConfig(pca_dims=4, depth_head_weight=0.5)
-    total, terms = gausstr_losses(layers, features, target, cam2ego, intrinsics, img_aug, train_cfg,
+    total, terms = gausstr_losses(layers, features, target, cam2ego, intrinsics, original_to_input, train_cfg,
                                   head_depths=head_depths)
     silog, l1 = depth_loss(head_depths, target.clamp(max=train_cfg.far_depth), far_depth=math.inf)
     torch.testing.assert_close(terms["depth_head/silog"], silog.detach())
@@ -225,8 +225,9 @@ def test_predictor_takes_depth_from_the_model(world: dict) -> None:
     with torch.no_grad():
         maps = predictor.model.encode(features[None])
         head_depths = predictor.model.predict_depth(
-            maps, inputs.intrinsics[None], inputs.cam2ego[None], inputs.img_aug[None], tuple(data.input_size))[0]
-    given = predictor.predict(dataclasses.replace(views, depths=head_depths, img_aug=inputs.img_aug,
+            maps, inputs.intrinsics[None], inputs.cam2ego[None], inputs.original_to_input[None],
+            tuple(data.input_size))[0]
+    given = predictor.predict(dataclasses.replace(views, depths=head_depths, original_to_input=inputs.original_to_input,
                                                   images=inputs.images))
     assert torch.equal(given.labels, prediction.labels)
     assert given.timings["depth"] == 0.0

@@ -22,8 +22,8 @@ def _rig(views: int = 2):
         rz = torch.tensor([[math.cos(yaw), -math.sin(yaw), 0], [math.sin(yaw), math.cos(yaw), 0], [0, 0, 1]])
         cam2ego[0, n, :3, :3] = rz @ OPTICAL_TO_EGO
     intrinsics = torch.tensor([[40.0, 0, 20], [0, 40.0, 16], [0, 0, 1]]).repeat(1, views, 1, 1)
-    img_aug = torch.tensor([[0.5, 0, 0], [0, 0.5, 0], [0, 0, 1]]).repeat(1, views, 1, 1)
-    return cam2ego, intrinsics, img_aug
+    original_to_input = torch.tensor([[0.5, 0, 0], [0, 0.5, 0], [0, 0, 1]]).repeat(1, views, 1, 1)
+    return cam2ego, intrinsics, original_to_input
 
 
 def _layer(seed: int, gaussians: int = 40) -> Gaussians:
@@ -64,10 +64,10 @@ def test_losses_sum_layers_and_gradients_reach_the_gaussians():
     cfg = TrainConfig(pca_dims=6)
     layers = [_layer(0), _layer(1)]
     features, depths = _targets()
-    cam2ego, intrinsics, img_aug = _rig()
+    cam2ego, intrinsics, original_to_input = _rig()
     labels = torch.randint(0, 4, (1, 2, H, W), generator=torch.Generator().manual_seed(3))
     head = _Head(6, 4, 2)
-    total, terms = gausstr_losses(layers, features, depths, cam2ego, intrinsics, img_aug, cfg,
+    total, terms = gausstr_losses(layers, features, depths, cam2ego, intrinsics, original_to_input, cfg,
                                   segmentation=labels, segment_head=head)
     assert head.calls == [((1, 2, H, W, 6), 0), ((1, 2, H, W, 6), 1)]
     for i in range(2):

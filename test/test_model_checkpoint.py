@@ -28,7 +28,7 @@ def _inputs() -> dict[str, torch.Tensor]:
         depths=torch.rand(1, 2, 12, 16, generator=g) * 20 + 1,
         intrinsics=torch.tensor([[20.0, 0, 8], [0, 20, 6], [0, 0, 1]]).expand(1, 2, 3, 3),
         cam2ego=torch.eye(4).expand(1, 2, 4, 4),
-        img_aug=torch.eye(3).expand(1, 2, 3, 3),
+        original_to_input=torch.eye(3).expand(1, 2, 3, 3),
     )
 
 

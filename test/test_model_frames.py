@@ -54,7 +54,7 @@ def _pixel_centre_refs(views: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 @pytest.mark.parametrize(
-    "img_aug",
+    "original_to_input",
     [
         np.eye(3),
         np.array([[0.125, 0.0, -3.0], [0.0, 0.125, -2.5], [0.0, 0.0, 1.0]]),  # resize 1/8, crop
@@ -63,7 +63,7 @@ def _pixel_centre_refs(views: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     ids=["identity", "resize_crop", "flip"],
 )
 @torch.no_grad()
-def test_means_land_on_back_projected_pixel_centres(img_aug: np.ndarray) -> None:
+def test_means_land_on_back_projected_pixel_centres(original_to_input: np.ndarray) -> None:
     torch.manual_seed(0)
     cfg = _small_config()
     model = GaussTR(cfg).eval()
@@ -77,10 +77,10 @@ def test_means_land_on_back_projected_pixel_centres(img_aug: np.ndarray) -> None
         torch.tensor(depths, dtype=torch.float32),
         torch.tensor(k, dtype=torch.float32).expand(b, n, 3, 3),
         torch.tensor(cam2ego, dtype=torch.float32).expand(b, n, 4, 4),
-        torch.tensor(img_aug, dtype=torch.float32).expand(b, n, 3, 3),
+        torch.tensor(original_to_input, dtype=torch.float32).expand(b, n, 3, 3),
         ref_points=torch.tensor(refs, dtype=torch.float32).expand(b, n, QUERIES, 2),
     )
-    # Independent expectation, float64, one Gaussian at a time: undo img_aug, apply K^-1, scale the
+    # Independent expectation, float64, one Gaussian at a time: undo original_to_input, apply K^-1, scale the
     # unit-depth ray by the (clamped) depth of that pixel, then cam2ego.
     expected = np.zeros((b, n * QUERIES, 3))
     for bi in range(b):
@@ -88,7 +88,7 @@ def test_means_land_on_back_projected_pixel_centres(img_aug: np.ndarray) -> None
             for qi in range(QUERIES):
                 col, row = idx[v, qi]
                 d = min(depths[bi, v, row, col], cfg.depth_max)
-                orig = np.linalg.solve(img_aug, [col + 0.5, row + 0.5, 1.0])
+                orig = np.linalg.solve(original_to_input, [col + 0.5, row + 0.5, 1.0])
                 ray = np.linalg.solve(k[v], orig / orig[2])
                 expected[bi, v * QUERIES + qi] = cam2ego[v, :3, :3] @ (ray * d) + cam2ego[v, :3, 3]
     for layer in out:  # zero offsets: every layer predicts the same means

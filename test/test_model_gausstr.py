@@ -29,7 +29,7 @@ def _inputs(cfg: ModelConfig, seed: int = 0) -> dict[str, torch.Tensor]:
         depths=torch.rand(B, N, H, W, generator=g) * 30 + 1,
         intrinsics=k.expand(B, N, 3, 3),
         cam2ego=cam2ego,
-        img_aug=torch.eye(3).expand(B, N, 3, 3),
+        original_to_input=torch.eye(3).expand(B, N, 3, 3),
     )
 
 
@@ -140,7 +140,7 @@ def test_segment_head_only_when_configured() -> None:
         (dict(depths=torch.zeros(B, N + 1, H, W)), "depths must have shape"),
         (dict(intrinsics=torch.zeros(B, N, 4, 4)), "intrinsics must have shape"),
         (dict(cam2ego=torch.zeros(B, N, 3, 4)), "cam2ego must have shape"),
-        (dict(img_aug=torch.zeros(B, 1, 3, 3)), "img_aug must have shape"),
+        (dict(original_to_input=torch.zeros(B, 1, 3, 3)), "original_to_input must have shape"),
         (dict(ref_points=torch.zeros(B, N, 4, 2)), "ref_points must have shape"),
     ],
 )

@@ -167,7 +167,7 @@ def test_network_input_made_while_decoding_is_within_1_255_of_the_full_decode_re
     views = decode_views(frame, ["cam"], [info], np.eye(4)[None], (504, 896), network_input=True)
     assert views.images.dtype == torch.float32 and tuple(views.images.shape) == (1, 3, 504, 896)
     resize = plan_resize_crop((900, 1600), (504, 896))
-    torch.testing.assert_close(views.img_aug[0], resize.matrix)
+    torch.testing.assert_close(views.original_to_input[0], resize.matrix)
     full = decode_jpeg(torch.frombuffer(bytearray(buf.getvalue()), dtype=torch.uint8), mode=ImageReadMode.RGB)
     reference = resize.image(full[None]) / 255.0
     assert float((views.images - reference).abs().max()) <= 0.51 / 255

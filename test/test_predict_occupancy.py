@@ -84,13 +84,13 @@ def test_predict_is_deterministic(world: dict) -> None:
 
 
 def test_dataset_samples_give_the_same_prediction(world: dict) -> None:
-    """A GaussTRDataset sample (network-input images + img_aug) predicts exactly like the original JPEGs."""
+    """A GaussTRDataset sample (network-input images + original_to_input) predicts exactly like the original JPEGs."""
     config = world["config"]
     data = dataclasses.replace(config.data, feature_source="online")
     sample = GaussTRDataset(dataclasses.replace(config, data=data), "val", load_occupancy=False)[0]
     assert sample.token == world["record"].token
     views = Views(images=sample.images, intrinsics=sample.intrinsics, cam2ego=sample.cam2ego, depths=sample.depths,
-                  img_aug=sample.img_aug)
+                  original_to_input=sample.original_to_input)
     prediction = world["predictor"].predict(views)
     assert torch.equal(prediction.labels, world["first"].labels)
     assert torch.equal(prediction.gaussians.means, world["first"].gaussians.means)
@@ -181,6 +181,6 @@ def test_bad_inputs_name_the_problem(world: dict) -> None:
     with pytest.raises(ValueError, match="images or precomputed features"):
         predictor.predict(dataclasses.replace(views, images=None))
     with pytest.raises(ValueError, match="network-input size"):
-        predictor.predict(dataclasses.replace(views, img_aug=torch.eye(3).expand(6, 3, 3)))
+        predictor.predict(dataclasses.replace(views, original_to_input=torch.eye(3).expand(6, 3, 3)))
     with pytest.raises(FileNotFoundError, match="vocabulary"):
         predictor.set_vocabulary("no/such/vocabulary.yaml")

@@ -35,7 +35,7 @@ def _scene(channels: int):
         colors=torch.randn(1, gaussians, channels, generator=gen),
         cam2ego=cam2ego,
         intrinsics=torch.tensor([[120.0, 0, 56], [0, 120.0, 40], [0, 0, 1]]).repeat(1, views, 1, 1),
-        img_aug=torch.tensor([[0.5, 0, 0], [0, 0.5, 0], [0, 0, 1]]).repeat(1, views, 1, 1),
+        original_to_input=torch.tensor([[0.5, 0, 0], [0, 0.5, 0], [0, 0, 1]]).repeat(1, views, 1, 1),
     )
     return {k: v.cuda() for k, v in scene.items()}
 

@@ -23,8 +23,8 @@ def _cameras(views: int, dtype=torch.float32):
         cam2ego[0, n, :3, :3] = (rz @ OPTICAL_TO_EGO).to(dtype)
         cam2ego[0, n, :3, 3] = torch.tensor([0.3 * n, 0.1, 1.5], dtype=dtype)
     intrinsics = torch.tensor([[60.0, 0, 19], [0, 58.0, 15], [0, 0, 1]], dtype=dtype).repeat(1, views, 1, 1)
-    img_aug = torch.tensor([[0.5, 0, -0.5], [0, 0.5, 0.5], [0, 0, 1]], dtype=dtype).repeat(1, views, 1, 1)
-    return cam2ego, intrinsics, img_aug
+    original_to_input = torch.tensor([[0.5, 0, -0.5], [0, 0.5, 0.5], [0, 0, 1]], dtype=dtype).repeat(1, views, 1, 1)
+    return cam2ego, intrinsics, original_to_input
 
 
 def _scene(seed: int = 0, gaussians: int = 24, channels: int = 3, views: int = 2):
@@ -41,15 +41,16 @@ def _scene(seed: int = 0, gaussians: int = 24, channels: int = 3, views: int = 2
     opacities[0, 14] = 0.9999  # clamped to 0.999
     opacities[0, 15] = 0.002  # below 1/255
     colors = torch.randn(1, gaussians, channels, generator=gen)
-    cam2ego, intrinsics, img_aug = _cameras(views)
+    cam2ego, intrinsics, original_to_input = _cameras(views)
     return dict(means=means, quats=quats, scales=scales, opacities=opacities, colors=colors,
-                cam2ego=cam2ego, intrinsics=intrinsics, img_aug=img_aug, image_size=(14, 18), near=0.1, far=20.0)
+                cam2ego=cam2ego, intrinsics=intrinsics, original_to_input=original_to_input, image_size=(14, 18),
+                near=0.1, far=20.0)
 
 
 def _brute_force(s):
     """gsplat's projection and compositing rule, pixel by pixel. Returns (features + depth, alpha, stops)."""
     viewmats = torch.linalg.inv(s["cam2ego"])
-    ks = s["img_aug"] @ s["intrinsics"]
+    ks = s["original_to_input"] @ s["intrinsics"]
     height, width = s["image_size"]
     covars, _ = torch_impl._quat_scale_to_covar_preci(s["quats"], s["scales"], compute_preci=False)
     radii, means2d, depths, conics, _ = torch_impl._fully_fused_projection(
@@ -145,7 +146,7 @@ def test_tiles_blocks_and_padding_match_per_pixel_compositing():
 
 def test_gradients_match_finite_differences():
     gen = torch.Generator().manual_seed(4)
-    cam2ego, intrinsics, img_aug = _cameras(1, torch.float64)
+    cam2ego, intrinsics, original_to_input = _cameras(1, torch.float64)
     means = (torch.tensor([[[4.0, 0.1, 1.5], [5.0, -0.2, 1.4], [6.0, 0.3, 1.7], [4.5, 0.0, 1.2]]])
              + 0.05 * torch.randn(1, 4, 3, generator=gen)).double()
     quats = torch.randn(1, 4, 4, generator=gen).double()
@@ -155,7 +156,7 @@ def test_gradients_match_finite_differences():
     leaves = [t.requires_grad_() for t in (means, quats, scales, opacities, colors)]
 
     def render(m, q, s, o, c):
-        out = render_gaussians(m, q, s, o, c, cam2ego, intrinsics, img_aug, (8, 10), backend="torch")
+        out = render_gaussians(m, q, s, o, c, cam2ego, intrinsics, original_to_input, (8, 10), backend="torch")
         return out.features, out.depth, out.alpha
 
     features, _, alpha = render(*leaves)
@@ -164,10 +165,10 @@ def test_gradients_match_finite_differences():
 
 
 def test_depth_is_accumulated_not_normalised():
-    cam2ego, intrinsics, img_aug = _cameras(1)
+    cam2ego, intrinsics, original_to_input = _cameras(1)
     means = torch.tensor([[[6.0, 0.1, 1.5]]])  # optical depth 6 m in view 0
     out = render_gaussians(means, torch.tensor([[[1.0, 0, 0, 0]]]), torch.full((1, 1, 3), 0.3),
-                           torch.tensor([[0.5]]), torch.ones(1, 1, 1), cam2ego, intrinsics, img_aug, (14, 18))
+                           torch.tensor([[0.5]]), torch.ones(1, 1, 1), cam2ego, intrinsics, original_to_input, (14, 18))
     assert 0.4 < out.alpha.max() <= 0.5
     torch.testing.assert_close(out.depth, 6.0 * out.alpha)
     torch.testing.assert_close(out.features[:, :, 0], out.alpha)
@@ -184,8 +185,8 @@ def test_backend_selection_and_input_errors():
         render_gaussians(**s, backend="opengl")
     with pytest.raises(ValueError, match="scales"):
         render_gaussians(**{**s, "scales": s["scales"][..., :2]})
-    with pytest.raises(ValueError, match="img_aug"):
-        render_gaussians(**{**s, "img_aug": s["img_aug"][:, :1]})
+    with pytest.raises(ValueError, match="original_to_input"):
+        render_gaussians(**{**s, "original_to_input": s["original_to_input"][:, :1]})
     with pytest.raises(ValueError, match="colors"):
         render_gaussians(**{**s, "colors": s["colors"][0]})
 

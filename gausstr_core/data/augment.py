@@ -1,10 +1,10 @@
-"""Resize + crop of images and per-pixel maps with the matching `img_aug` matrix.
+"""Resize + crop of images and per-pixel maps with the matching `original_to_input` matrix.
 
 A `ResizeCrop` resizes the full original frame to `resized` (H, W) and keeps the `out_size` (H, W)
 window whose top-left corner sits at `offset` (top, left) of the resized image. Any map that
 covers the full original frame (an image, a depth or label map at any resolution, a feature map
 at patch resolution) goes through the same two steps, so all stay aligned with
-`img_aug = resize_crop_matrix((sx, sy), (left, top))`, sx = resized W / original W.
+`original_to_input = resize_crop_matrix((sx, sy), (left, top))`, sx = resized W / original W.
 
 Resampling: images bilinear with antialiasing; depth and label maps nearest (pixel-centre
 aligned, 'nearest-exact'), so depths are never averaged across object edges and 0 ("no
@@ -41,7 +41,7 @@ class ResizeCrop:
 
     @property
     def matrix(self) -> torch.Tensor:
-        """img_aug (3, 3): original pixels -> output pixels."""
+        """original_to_input (3, 3): original pixels -> output pixels."""
         (sh, sw), (rh, rw) = self.source_size, self.resized
         return resize_crop_matrix((rw / sw, rh / sh), (float(self.offset[1]), float(self.offset[0])))
 

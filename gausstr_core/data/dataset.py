@@ -1,6 +1,6 @@
 """Torch Dataset of GaussTR samples from a nuScenes tree, Occ3D gts and prepared caches.
 
-Per view: the JPEG resized to `data.input_size` (with its `img_aug`), the feature map of cache kind
+Per view: the JPEG resized to `data.input_size` (with its `original_to_input`), the feature map of cache kind
 `data.feature_kind` (only when `data.feature_source == 'cache'`; 'online' leaves features None for
 a provider run during training), the depth map of cache kind `data.depth_kind` and optionally 2D
 labels of `data.segmentation_kind`, all brought to the input size (see `augment`). Occupancy comes
@@ -72,7 +72,7 @@ class GaussTRDataset(Dataset):
             images=stack("image"),
             intrinsics=stack("intrinsics"),
             cam2ego=stack("cam2ego"),
-            img_aug=stack("img_aug"),
+            original_to_input=stack("original_to_input"),
             ego2global=torch.as_tensor(record.ego2global, dtype=torch.float32),
             features=stack("features"),
             depths=stack("depth"),
@@ -87,7 +87,7 @@ class GaussTRDataset(Dataset):
             "image": resize.image(image) / 255.0,
             "intrinsics": torch.as_tensor(cam.intrinsics, dtype=torch.float32),
             "cam2ego": torch.as_tensor(cam.cam2ego, dtype=torch.float32),
-            "img_aug": resize.matrix,
+            "original_to_input": resize.matrix,
             "features": None,
             "depth": None,
             "segmentation": None,

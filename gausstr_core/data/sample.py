@@ -1,7 +1,7 @@
 """One multi-view sample and its batched form.
 
 Frames: `intrinsics` map the camera's optical frame (z forward, x right, y down) to original
-image pixels; `img_aug` maps original pixels to network-input pixels; `cam2ego` maps the optical
+image pixels; `original_to_input` maps original pixels to network-input pixels; `cam2ego` maps the optical
 frame to the ego frame (x forward, y left, z up), m.
 """
 
@@ -19,7 +19,7 @@ class Sample:
     images: (N, 3, H, W) float32 RGB in [0, 1] at network-input size (H, W).
     intrinsics: (N, 3, 3) original-pixel K.
     cam2ego: (N, 4, 4).
-    img_aug: (N, 3, 3) original pixels -> network-input pixels.
+    original_to_input: (N, 3, 3) original pixels -> network-input pixels.
     ego2global: (4, 4).
     features: (N, C, h, w) foundation-model feature map, or None.
     depths: (N, H, W) metric depth at network-input size, m, or None.
@@ -34,7 +34,7 @@ class Sample:
     images: torch.Tensor
     intrinsics: torch.Tensor
     cam2ego: torch.Tensor
-    img_aug: torch.Tensor
+    original_to_input: torch.Tensor
     ego2global: torch.Tensor
     features: torch.Tensor | None = None
     depths: torch.Tensor | None = None
@@ -55,7 +55,7 @@ class Batch:
     images: torch.Tensor
     intrinsics: torch.Tensor
     cam2ego: torch.Tensor
-    img_aug: torch.Tensor
+    original_to_input: torch.Tensor
     ego2global: torch.Tensor
     features: torch.Tensor | None = None
     depths: torch.Tensor | None = None
@@ -77,7 +77,7 @@ _TENSOR_FIELDS = (
     "images",
     "intrinsics",
     "cam2ego",
-    "img_aug",
+    "original_to_input",
     "ego2global",
     "features",
     "depths",

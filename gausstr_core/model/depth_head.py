@@ -30,12 +30,12 @@ PRIOR_MARGIN = 0.01  # the ground prior p is clamped to [margin, 1 - margin] bef
 
 
 def ray_channels(
-    intrinsics: torch.Tensor, cam2ego: torch.Tensor, img_aug: torch.Tensor, input_size: tuple[int, int],
+    intrinsics: torch.Tensor, cam2ego: torch.Tensor, original_to_input: torch.Tensor, input_size: tuple[int, int],
     map_size: tuple[int, int], min_depth: float, max_depth: float,
 ) -> torch.Tensor:
     """Camera-ray channels (M, 3, h, w) at the centres of an (h, w) = map_size grid over the input.
 
-    intrinsics, img_aug (M, 3, 3) original-pixel K and original -> input pixels; cam2ego (M, 4, 4)
+    intrinsics, original_to_input (M, 3, 3) original-pixel K and original -> input pixels; cam2ego (M, 4, 4)
     optical -> ego; input_size (H, W). Channels: dz (ego z change per metre of optical depth),
     (log g - log min_depth) / (log max_depth - log min_depth) with g the optical depth where the ray
     reaches ego z = 0 clamped to [min_depth, max_depth], and 1 where the ray descends to the ground.
@@ -45,7 +45,7 @@ def ray_channels(
     v = (torch.arange(h, device=device, dtype=torch.float32) + 0.5) * (height / h)
     u = (torch.arange(w, device=device, dtype=torch.float32) + 0.5) * (width / w)
     pixels = torch.stack([*torch.meshgrid(u, v, indexing="xy"), torch.ones(h, w, device=device)], -1)  # (h, w, 3)
-    k_inv = torch.linalg.inv(pixel_to_input_matrix(intrinsics.float(), img_aug.float()))  # (M, 3, 3)
+    k_inv = torch.linalg.inv(pixel_to_input_matrix(intrinsics.float(), original_to_input.float()))  # (M, 3, 3)
     # z row of (cam2ego rotation @ K^-1): ego height change per metre of optical depth, per pixel
     dz_row = (cam2ego[:, 2:3, :3].float() @ k_inv)[:, 0]  # (M, 3)
     dz = torch.einsum("hwc,mc->mhw", pixels, dz_row)
@@ -64,9 +64,9 @@ def _conv_block(in_channels: int, out_channels: int) -> nn.Module:
 class DepthHead(nn.Module):
     """Neck maps -> metric depth (see the module docstring).
 
-    Call: `head(maps, intrinsics, cam2ego, img_aug, input_size) -> (M, H, W)` m in
+    Call: `head(maps, intrinsics, cam2ego, original_to_input, input_size) -> (M, H, W)` m in
     [min_depth, max_depth]; maps: the neck's levels, finest first, each (M, in_channels, h_l, w_l)
-    (M = B * N views); intrinsics, img_aug (M, 3, 3); cam2ego (M, 4, 4); input_size (H, W).
+    (M = B * N views); intrinsics, original_to_input (M, 3, 3); cam2ego (M, 4, 4); input_size (H, W).
     """
 
     def __init__(self, in_channels: int, hidden: int, levels: int, max_depth: float,
@@ -86,8 +86,8 @@ class DepthHead(nn.Module):
             self.out[-1].bias.zero_()
 
     def forward(
-        self, maps: list[torch.Tensor], intrinsics: torch.Tensor, cam2ego: torch.Tensor, img_aug: torch.Tensor,
-        input_size: tuple[int, int],
+        self, maps: list[torch.Tensor], intrinsics: torch.Tensor, cam2ego: torch.Tensor,
+        original_to_input: torch.Tensor, input_size: tuple[int, int],
     ) -> torch.Tensor:
         if len(maps) != len(self.lateral):
             raise ValueError(f"DepthHead: expected {len(self.lateral)} neck maps, got {len(maps)}")
@@ -95,12 +95,12 @@ class DepthHead(nn.Module):
         for level in range(len(maps) - 2, -1, -1):
             up = F.interpolate(x, size=maps[level].shape[-2:], mode="bilinear", align_corners=False)
             x = self.fuse[level](self.lateral[level](maps[level]) + up)
-        rays = ray_channels(intrinsics, cam2ego, img_aug, tuple(input_size), tuple(x.shape[-2:]), self.min_depth,
-                            self.max_depth)
+        rays = ray_channels(intrinsics, cam2ego, original_to_input, tuple(input_size), tuple(x.shape[-2:]),
+                            self.min_depth, self.max_depth)
         residual = self.out(torch.cat([x, rays.to(x.dtype)], dim=1))
         residual = F.interpolate(residual.float(), size=tuple(input_size), mode="bilinear", align_corners=False)[:, 0]
-        prior = ray_channels(intrinsics, cam2ego, img_aug, tuple(input_size), tuple(input_size), self.min_depth,
-                             self.max_depth)[:, 1]
+        prior = ray_channels(intrinsics, cam2ego, original_to_input, tuple(input_size), tuple(input_size),
+                             self.min_depth, self.max_depth)[:, 1]
         logit = torch.logit(prior.clamp(PRIOR_MARGIN, 1 - PRIOR_MARGIN)) + residual
         log_min, log_max = math.log(self.min_depth), math.log(self.max_depth)
         return torch.exp(log_min + torch.sigmoid(logit) * (log_max - log_min))

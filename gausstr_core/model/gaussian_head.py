@@ -25,16 +25,16 @@ def sample_depth(depths: torch.Tensor, uv: torch.Tensor) -> torch.Tensor:
 
 
 def uv_to_ego(
-    uv: torch.Tensor, depth: torch.Tensor, intrinsics: torch.Tensor, cam2ego: torch.Tensor, img_aug: torch.Tensor,
-    input_size: tuple[int, int],
+    uv: torch.Tensor, depth: torch.Tensor, intrinsics: torch.Tensor, cam2ego: torch.Tensor,
+    original_to_input: torch.Tensor, input_size: tuple[int, int],
 ) -> torch.Tensor:
     """Back-project normalised network-input points to the ego frame.
 
-    uv (B, N, Q, 2) in [0, 1]; depth (B, N, Q) optical z, m; intrinsics, img_aug (B, N, 3, 3);
+    uv (B, N, Q, 2) in [0, 1]; depth (B, N, Q) optical z, m; intrinsics, original_to_input (B, N, 3, 3);
     cam2ego (B, N, 4, 4); input_size (H, W). Returns (B, N, Q, 3) ego frame, m.
     """
     pixels = uv * uv.new_tensor([input_size[1], input_size[0]])
-    return unproject_pixels(pixels, depth, cam2ego, intrinsics, img_aug)
+    return unproject_pixels(pixels, depth, cam2ego, intrinsics, original_to_input)
 
 
 class GaussianHead(nn.Module):
@@ -59,10 +59,10 @@ class GaussianHead(nn.Module):
 
     def forward(
         self, hidden: torch.Tensor, ref: torch.Tensor, depths: torch.Tensor, intrinsics: torch.Tensor,
-        cam2ego: torch.Tensor, img_aug: torch.Tensor,
+        cam2ego: torch.Tensor, original_to_input: torch.Tensor,
     ) -> Gaussians:
         """hidden (B, N, Q, D); ref (B, N, Q, 2) in [0, 1]; depths (B, N, H, W) m, already clamped;
-        intrinsics, img_aug (B, N, 3, 3); cam2ego (B, N, 4, 4). Returns Gaussians with
+        intrinsics, original_to_input (B, N, 3, 3); cam2ego (B, N, 4, 4). Returns Gaussians with
         B x (N*Q), view-major. Geometry runs in float32 even under autocast."""
         b, n, q, _ = hidden.shape
         offset = self.offset(hidden).float()
@@ -71,10 +71,11 @@ class GaussianHead(nn.Module):
         lo, hi = self.scale_range
         scale_factor = lo + (hi - lo) * torch.sigmoid(self.scale(hidden).float())
         with torch.autocast(device_type=hidden.device.type, enabled=False):
-            intrinsics, cam2ego, img_aug = intrinsics.float(), cam2ego.float(), img_aug.float()
+            intrinsics, cam2ego, original_to_input = intrinsics.float(), cam2ego.float(), original_to_input.float()
             uv = torch.sigmoid(offset[..., :2] + inverse_sigmoid(ref.float()))
             depth_at_uv = sample_depth(depths.float(), uv)
-            means = uv_to_ego(uv, depth_at_uv * (1 + offset[..., 2]), intrinsics, cam2ego, img_aug, depths.shape[-2:])
+            means = uv_to_ego(uv, depth_at_uv * (1 + offset[..., 2]), intrinsics, cam2ego, original_to_input,
+                              depths.shape[-2:])
             fx = intrinsics[..., 0, 0, None]  # (B, N, 1)
             scales = scale_factor * (depth_at_uv * self.scale_multiplier / fx).clamp(min=1e-6)[..., None]
             rotmats = cam2ego[..., :3, :3]

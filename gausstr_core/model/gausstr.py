@@ -20,7 +20,7 @@ VARIANTS = ("talk2dino", "featup")
 class GaussTR(nn.Module):
     """The GaussTR network (neck, decoder, Gaussian heads; no backbone: features come precomputed).
 
-    Call: `model(features, depths, intrinsics, cam2ego, img_aug, ref_points=None) -> list[Gaussians]`,
+    Call: `model(features, depths, intrinsics, cam2ego, original_to_input, ref_points=None) -> list[Gaussians]`,
     one Gaussians per decoder layer, the last is the final prediction. Each holds B x (N*Q)
     Gaussians, view-major (the Q Gaussians of view 0 first). The stages are public too:
     `encode` (neck), `predict_depth` (the optional depth head, `cfg.depth_head`) and `decode`.
@@ -88,16 +88,16 @@ class GaussTR(nn.Module):
 
     def forward(
         self, features: torch.Tensor, depths: torch.Tensor | None, intrinsics: torch.Tensor, cam2ego: torch.Tensor,
-        img_aug: torch.Tensor, *, ref_points: torch.Tensor | None = None, input_size: tuple[int, int] | None = None,
-        return_depth: bool = False,
+        original_to_input: torch.Tensor, *, ref_points: torch.Tensor | None = None,
+        input_size: tuple[int, int] | None = None, return_depth: bool = False,
     ) -> list[Gaussians] | tuple[list[Gaussians], torch.Tensor]:
         """features (B, N, C, h, w) foundation features; depths (B, N, H, W) metric depth at network-input
         size (H, W), m, or None (the depth head's, at input_size, default (h, w) x patch_size);
-        intrinsics (B, N, 3, 3) original-pixel K; cam2ego (B, N, 4, 4); img_aug (B, N, 3, 3)
+        intrinsics (B, N, 3, 3) original-pixel K; cam2ego (B, N, 4, 4); original_to_input (B, N, 3, 3)
         original -> input pixels; ref_points (B, N, Q, 2) in [0, 1] or None.
         Returns one Gaussians (B, N*Q, ...) per decoder layer; with return_depth, also the depth
         head's (B, N, H, W) depth, m."""
-        self.check_inputs(features, depths, intrinsics, cam2ego, img_aug, ref_points)
+        self.check_inputs(features, depths, intrinsics, cam2ego, original_to_input, ref_points)
         if return_depth and self.depth_head is None:
             raise ValueError("GaussTR: return_depth needs the depth head (model.depth_head: true)")
         if depths is not None:
@@ -107,9 +107,9 @@ class GaussTR(nn.Module):
         value_maps = self.encode(features)
         head_depths = None
         if depths is None or return_depth:
-            head_depths = self.predict_depth(value_maps, intrinsics, cam2ego, img_aug, input_size)
-        layers = self.decode(value_maps, head_depths if depths is None else depths, intrinsics, cam2ego, img_aug,
-                             ref_points)
+            head_depths = self.predict_depth(value_maps, intrinsics, cam2ego, original_to_input, input_size)
+        layers = self.decode(value_maps, head_depths if depths is None else depths, intrinsics, cam2ego,
+                             original_to_input, ref_points)
         return (layers, head_depths) if return_depth else layers
 
     def encode(self, features: torch.Tensor) -> list[torch.Tensor]:
@@ -118,21 +118,21 @@ class GaussTR(nn.Module):
         return [m.contiguous(memory_format=torch.channels_last) for m in self.neck(features.flatten(0, 1))]
 
     def predict_depth(
-        self, value_maps: list[torch.Tensor], intrinsics: torch.Tensor, cam2ego: torch.Tensor, img_aug: torch.Tensor,
-        input_size: tuple[int, int],
+        self, value_maps: list[torch.Tensor], intrinsics: torch.Tensor, cam2ego: torch.Tensor,
+        original_to_input: torch.Tensor, input_size: tuple[int, int],
     ) -> torch.Tensor:
         """Depth head: encode's maps of B x N views -> (B, N, H, W) metric depth at input_size (H, W), m,
-        in [depth_head.MIN_DEPTH, cfg.depth_max]; intrinsics, img_aug (B, N, 3, 3); cam2ego (B, N, 4, 4)."""
+        in [depth_head.MIN_DEPTH, cfg.depth_max]; intrinsics, original_to_input (B, N, 3, 3); cam2ego (B, N, 4, 4)."""
         if self.depth_head is None:
             raise ValueError("GaussTR: this model has no depth head (model.depth_head: false); give depth maps")
         b, n = intrinsics.shape[:2]
-        depths = self.depth_head(value_maps, intrinsics.flatten(0, 1), cam2ego.flatten(0, 1), img_aug.flatten(0, 1),
-                                 input_size)
+        depths = self.depth_head(value_maps, intrinsics.flatten(0, 1), cam2ego.flatten(0, 1),
+                                 original_to_input.flatten(0, 1), input_size)
         return depths.unflatten(0, (b, n))
 
     def decode(
         self, value_maps: list[torch.Tensor], depths: torch.Tensor, intrinsics: torch.Tensor, cam2ego: torch.Tensor,
-        img_aug: torch.Tensor, ref_points: torch.Tensor | None = None,
+        original_to_input: torch.Tensor, ref_points: torch.Tensor | None = None,
     ) -> list[Gaussians]:
         """Decoder and Gaussian heads: encode's maps, depths (B, N, H, W) m and the cameras (as forward)
         -> one Gaussians (B, N*Q, ...) per decoder layer."""
@@ -149,16 +149,16 @@ class GaussTR(nn.Module):
             pos_cross = self.pos_mlp(sine_encoding(ref.flip(-1), d // 2))  # (y, x) order, as the authors
             pos_self = pos_cross
             if self.scene_pos_mlp is not None:
-                pos_self = self._scene_position(ref, depths, intrinsics, cam2ego, img_aug)
+                pos_self = self._scene_position(ref, depths, intrinsics, cam2ego, original_to_input)
             query = layer(query, pos_cross, pos_self, ref, value_maps, n)
             ref = torch.sigmoid(head.offset(query)[..., :2] + inverse_sigmoid(ref)).detach()
             hidden = self.out_norm(query).view(b, n, q, d)
-            outputs.append(head(hidden, ref.view(b, n, q, 2), depths, intrinsics, cam2ego, img_aug))
+            outputs.append(head(hidden, ref.view(b, n, q, 2), depths, intrinsics, cam2ego, original_to_input))
         return outputs
 
     def _scene_position(
         self, ref: torch.Tensor, depths: torch.Tensor, intrinsics: torch.Tensor, cam2ego: torch.Tensor,
-        img_aug: torch.Tensor,
+        original_to_input: torch.Tensor,
     ) -> torch.Tensor:
         """3D positional encoding (B*N, Q, D) of the points seen at the reference points (ego frame,
         divided by depth_max before the sine encoding)."""
@@ -166,13 +166,13 @@ class GaussTR(nn.Module):
         uv = ref.float().view(b, n, -1, 2)
         with torch.autocast(device_type=ref.device.type, enabled=False):
             means = uv_to_ego(uv, sample_depth(depths.float(), uv), intrinsics.float(), cam2ego.float(),
-                              img_aug.float(), depths.shape[-2:])
+                              original_to_input.float(), depths.shape[-2:])
         enc = sine_encoding(means / self.cfg.depth_max, self._scene_pos_feats)
         return self.scene_pos_mlp(enc.flatten(0, 1))
 
     def check_inputs(
         self, features: torch.Tensor, depths: torch.Tensor | None, intrinsics: torch.Tensor, cam2ego: torch.Tensor,
-        img_aug: torch.Tensor, ref_points: torch.Tensor | None = None,
+        original_to_input: torch.Tensor, ref_points: torch.Tensor | None = None,
     ) -> tuple[int, int]:
         """ValueError naming the first input of forward with a wrong shape (depths None: needs the
         depth head); returns (B, N)."""
@@ -184,7 +184,7 @@ class GaussTR(nn.Module):
         if depths is None and self.depth_head is None:
             raise ValueError("GaussTR: depths are None and the model has no depth head (model.depth_head: false)")
         expected = {"intrinsics": (intrinsics, (b, n, 3, 3)), "cam2ego": (cam2ego, (b, n, 4, 4)),
-                    "img_aug": (img_aug, (b, n, 3, 3))}
+                    "original_to_input": (original_to_input, (b, n, 3, 3))}
         if depths is not None:
             expected["depths"] = (depths, (b, n, None, None))
         if ref_points is not None:

@@ -33,7 +33,7 @@ def render_gaussians(
     colors: torch.Tensor,
     cam2ego: torch.Tensor,
     intrinsics: torch.Tensor,
-    img_aug: torch.Tensor,
+    original_to_input: torch.Tensor,
     image_size: tuple[int, int],
     near: float = 0.1,
     far: float = 100.0,
@@ -44,15 +44,15 @@ def render_gaussians(
     means: (B, G, 3) ego frame, m; quats: (B, G, 4) w x y z, local -> ego; scales: (B, G, 3)
     standard deviations, m; opacities: (B, G); colors: (B, G, D) features to splat.
     cam2ego: (B, N, 4, 4) optical -> ego; intrinsics: (B, N, 3, 3) original-pixel K;
-    img_aug: (B, N, 3, 3) original -> network-input pixels; image_size: (H, W) network input.
+    original_to_input: (B, N, 3, 3) original -> network-input pixels; image_size: (H, W) network input.
     Gaussians with optical depth outside (near, far) are not drawn.
     backend: 'gsplat' (CUDA), 'torch' (any device) or 'auto' (gsplat on CUDA when it works).
     """
     if backend not in BACKENDS:
         raise ValueError(f"render_gaussians: backend must be one of {BACKENDS}, got {backend!r}")
-    _check_inputs(means, quats, scales, opacities, colors, cam2ego, intrinsics, img_aug, image_size)
+    _check_inputs(means, quats, scales, opacities, colors, cam2ego, intrinsics, original_to_input, image_size)
     viewmats = torch.linalg.inv(cam2ego)
-    ks = pixel_to_input_matrix(intrinsics, img_aug)
+    ks = pixel_to_input_matrix(intrinsics, original_to_input)
     if backend == "auto":
         backend = "gsplat" if means.is_cuda and gsplat_works(means.device) else "torch"
     if backend == "gsplat":
@@ -108,7 +108,7 @@ def _check_inputs(
     colors: torch.Tensor,
     cam2ego: torch.Tensor,
     intrinsics: torch.Tensor,
-    img_aug: torch.Tensor,
+    original_to_input: torch.Tensor,
     image_size: tuple[int, int],
 ) -> None:
     if means.dim() != 3 or means.shape[-1] != 3:
@@ -125,7 +125,7 @@ def _check_inputs(
         raise ValueError(f"render_gaussians: cam2ego must be ({batch}, N, 4, 4), got {tuple(cam2ego.shape)}")
     views = cam2ego.shape[1]
     expected["intrinsics"] = (intrinsics, (batch, views, 3, 3))
-    expected["img_aug"] = (img_aug, (batch, views, 3, 3))
+    expected["original_to_input"] = (original_to_input, (batch, views, 3, 3))
     for name, (tensor, shape) in expected.items():
         if tuple(tensor.shape) != shape:
             raise ValueError(f"render_gaussians: {name} must be {shape}, got {tuple(tensor.shape)}")

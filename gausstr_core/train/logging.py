@@ -66,7 +66,7 @@ class TrainLogger:
             colors=g.features @ basis.float(),
             cam2ego=batch.cam2ego[0:1, 0:1],
             intrinsics=batch.intrinsics[0:1, 0:1],
-            img_aug=batch.img_aug[0:1, 0:1],
+            original_to_input=batch.original_to_input[0:1, 0:1],
             image_size=tuple(batch.depths.shape[-2:]),
             near=config.train.render_near,
             far=config.train.render_far,

@@ -243,7 +243,8 @@ class _Trainer:
         net = self.ddp or self.model
         with torch.autocast(self.info.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
             with_head = self.model.depth_head is not None  # it learns the depth maps the Gaussians sample
-            out = net(features, batch.depths, batch.intrinsics, batch.cam2ego, batch.img_aug, return_depth=with_head)
+            out = net(features, batch.depths, batch.intrinsics, batch.cam2ego, batch.original_to_input,
+                      return_depth=with_head)
             layers, head_depths = out if with_head else (out, None)
             total, terms = gausstr_losses(
                 layers,
@@ -251,7 +252,7 @@ class _Trainer:
                 batch.depths,
                 batch.cam2ego,
                 batch.intrinsics,
-                batch.img_aug,
+                batch.original_to_input,
                 self.config.train,
                 segmentation=batch.segmentation if self.model.segment_head is not None else None,
                 segment_head=self.model.segment_head if batch.segmentation is not None else None,

@@ -19,7 +19,7 @@ def rendered_depth(gaussians: Gaussians, inputs: NetworkInputs, input_size: tupl
     ones = gaussians.opacities.new_ones(*gaussians.opacities.shape, 1)
     out = render_gaussians(
         gaussians.means, gaussians.quats, gaussians.scales, gaussians.opacities, ones,
-        inputs.cam2ego[None], inputs.intrinsics[None], inputs.img_aug[None], tuple(input_size),
+        inputs.cam2ego[None], inputs.intrinsics[None], inputs.original_to_input[None], tuple(input_size),
     )
     alpha = out.alpha[0]
     return torch.where(alpha >= MIN_ALPHA, out.depth[0] / alpha.clamp(min=1e-6), torch.nan)
@@ -57,4 +57,4 @@ def draw_cameras(
 
 def _to_cpu(inputs: NetworkInputs) -> NetworkInputs:
     return NetworkInputs(*(None if v is None else v.cpu() for v in (
-        inputs.images, inputs.depths, inputs.features, inputs.intrinsics, inputs.cam2ego, inputs.img_aug)))
+        inputs.images, inputs.depths, inputs.features, inputs.intrinsics, inputs.cam2ego, inputs.original_to_input)))
