@@ -401,6 +401,8 @@ def _node_run(setting: Setting, tmp: Path, depth_head: bool) -> dict[str, Any]:
     cameras = [c.name for c in rig]
     jpegs = make_jpegs()
     os.environ.setdefault("ROS_DOMAIN_ID", str(60 + os.getpid() % 30))
+    # full-resolution camera sets need a larger Fast DDS shared-memory segment (see benchmarks/node.py)
+    os.environ.setdefault("FASTRTPS_DEFAULT_PROFILES_FILE", str(ROOT / "config" / "fastdds_large_messages.xml"))
     rclpy.init()
     node = rclpy.create_node("gpu_suite_feeder")
     params = {"device": str(setting.device), "depth_source": "model" if depth_head else "topic"}

@@ -8,7 +8,9 @@ tiny model's input (112x200) and at 504x896; and, at 504x896, the maximum absolu
 the network input (the tensor the model receives) from the float ResizeCrop of full decodes.
 Part 2 (node in its own process, model replaced by a stub that receives the network input, checks
 its size and returns a prediction made once): six cameras published at 12 Hz for --seconds at
-504x896; output rate (goal >= 11.5 Hz) and input-to-output latency.
+504x896; output rate (goal >= 11.5 Hz) and input-to-output latency. Feeder and node use
+config/fastdds_large_messages.xml (unless FASTRTPS_DEFAULT_PROFILES_FILE is set): with Fast DDS's
+default shared-memory segment whole images are lost.
 
     python benchmarks/node.py [--sets 5] [--seconds 15] [--skip-live]
 Untrained tiny model (the cost does not depend on the weights); Occ3D grid 200x200x16.
@@ -242,6 +244,9 @@ def main() -> None:
     import rclpy
 
     os.environ.setdefault("ROS_DOMAIN_ID", "57")
+    # Six ~170 KB JPEGs per set overflow Fast DDS's default 512 KiB shared-memory segment (images lost, no
+    # camera sets): the feeder (this process) and the node use the profile the README gives for such streams.
+    os.environ.setdefault("FASTRTPS_DEFAULT_PROFILES_FILE", str(REPO / "config" / "fastdds_large_messages.xml"))
     rclpy.init()
     jpegs = make_jpegs()
     print(f"six 1600x900 JPEGs: {[len(j) // 1000 for j in jpegs]} KB; torch threads {torch.get_num_threads()}")
@@ -262,7 +267,7 @@ def main() -> None:
             print(f"\nnode process with a stub model at 504x896, six cameras at 12 Hz, {args.seconds:.0f} s after the "
                   f"first output ({sent} sets sent): output rate {rate:.2f} Hz (goal >= 11.5), {outputs} "
                   f"outputs, {sent - outputs} sets dropped latest-only; input-to-output latency {latency:.0f} ms "
-                  "(mean)")
+                  f"(mean); Fast DDS profile {os.environ['FASTRTPS_DEFAULT_PROFILES_FILE']}")
     rclpy.shutdown()
 
 
