@@ -18,7 +18,8 @@ Held-out scores, on every `val` keyframe:
     density IoU: occupied = density above inference.density_threshold, labels ignored.
   --oracle FILE (benchmarks/oracle_synthetic.py --json on the same world): each score beside the
     oracle's for the same Gaussians per view, and their ratio (`gausstr-eval --oracle FILE` too).
-  --depth-head (model.depth_head: the model predicts its own depth, trained from the depth cache):
+  --depth-head (model.depth_head: the model predicts its own depth, trained from the depth cache; the
+    last HEAD_PHASE of the budget is train.depth_head_phase, in which only the head trains, cheaply):
     the head's depth abs rel against synthetic_depth_gt (same pixels), and IoU / mIoU15 of the same
     checkpoint fed the head's depth (`gausstr-eval --depth model`) over those fed the provider's
     depth (the synthetic_depth cache, `--depth cache`), as ratios.
@@ -58,6 +59,7 @@ from gausstr_core.train.loop import train
 REPO = Path(__file__).resolve().parents[1]
 WORLD = SynthOptions(scenes=13, samples_per_scene=4, seed=0, image_size=(200, 112), input_size=(112, 200),
                      sweeps=False, feature_dim=64, patch_size=8)
+HEAD_PHASE = 0.5  # --depth-head: the last half of the budget trains the head alone (docs/learning.md)
 VARIANTS = {  # name: loss-weight overrides
     "both": (),
     "feature only": ("train.depth_loss_weight=0.0",),
@@ -156,13 +158,18 @@ def run_variant(
     tic = time.perf_counter()
     result = train(config, device="cpu", max_seconds=seconds, show_progress=False)
     train_s = time.perf_counter() - tic
-    losses = result.losses
-    marks = sorted({min(len(losses) - 1, round(i * (len(losses) - 1) / 10)) for i in range(11)})
-    print("loss curve (step: total loss): " + ", ".join(f"{i + 1}: {losses[i]:.2f}" for i in marks))
+    phase = len(result.losses) if result.head_phase_start is None else result.head_phase_start
+    losses = result.losses[:phase]
+    print_curve("loss curve (step: total loss)", losses)
     k = min(10, max(1, len(losses) // 2))
-    ratio = statistics.fmean(losses[-k:]) / statistics.fmean(losses[:k])
+    ratio = statistics.fmean(losses[-k:]) / statistics.fmean(losses[:k]) if losses else math.nan
     print(f"{result.steps} steps in {train_s:.0f} s ({train_s / max(result.steps, 1):.2f} s/step); "
           f"mean loss of the last {k} / first {k} steps = {ratio:.3f}")
+    if result.head_phase_start is not None:
+        head_steps = result.steps - phase
+        print(f"of which {phase} full steps and {head_steps} depth-head-phase steps (train.depth_head_phase "
+              f"{config.train.depth_head_phase}: the last ~{config.train.depth_head_phase * seconds:.0f} s)")
+        print_curve("depth-head phase loss curve (step: head loss)", result.losses[phase:], first=phase)
     tic = time.perf_counter()
     scores = held_out_scores(result.last_checkpoint, Path(args.data))
     print(f"held-out ({scores['samples']} samples, {time.perf_counter() - tic:.0f} s): "
@@ -188,6 +195,12 @@ def run_variant(
     return {"steps": result.steps, "loss_ratio": ratio, **scores}
 
 
+def print_curve(title: str, losses: list[float], first: int = 0) -> None:
+    """One line: the losses at every ~10 % of the steps (step numbers from first + 1)."""
+    marks = sorted({min(len(losses) - 1, round(i * (len(losses) - 1) / 10)) for i in range(11)}) if losses else []
+    print(f"{title}: " + ", ".join(f"{first + i + 1}: {losses[i]:.2f}" for i in marks))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("overrides", nargs="*", help="dotted training-config overrides")
@@ -203,8 +216,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--depth-head", action="store_true",
                         help="train the depth head too (model.depth_head) and score the model fed its own depth")
     args = parser.parse_intermixed_args(argv)
-    if args.depth_head:
-        args.overrides.append("model.depth_head=true")
+    if args.depth_head:  # before the command line's overrides, which may change the phase
+        args.overrides[:0] = ["model.depth_head=true", f"train.depth_head_phase={HEAD_PHASE}"]
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", torch.get_num_threads())))
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, load average "
           f"{' '.join(f'{v:.1f}' for v in os.getloadavg())} on {os.cpu_count()} CPUs")

@@ -133,6 +133,9 @@ class TrainConfig:
     depth_l1_weight: float = 0.2
     segment_loss_weight: float = 1.0
     depth_head_weight: float = 1.0  # depth head loss (silog + depth_l1_weight * l1 against the depth maps)
+    # fraction of the budget (max_seconds, else max_steps, else the epochs), at its end, in which only
+    # the depth head trains, on its loss alone: no rendering, everything else frozen (train/loop.py)
+    depth_head_phase: float = 0.0
     far_depth: float = 51.2  # target depth >= this is replaced by far_target
     far_target: float = 1e-3
     render_near: float = 0.1
@@ -156,6 +159,8 @@ class TrainConfig:
             raise ValueError(
                 f"config: train.val_every and train.val_limit must be >= 0, got {self.val_every}, {self.val_limit}"
             )
+        if not 0.0 <= self.depth_head_phase < 1.0:
+            raise ValueError(f"config: train.depth_head_phase must be in [0, 1), got {self.depth_head_phase}")
         if isinstance(self.amp, bool):
             self.amp = "bf16" if self.amp else "off"
         if self.amp not in AMP_MODES:

@@ -117,8 +117,7 @@ def gausstr_losses(
     layer) mapping channel-last rendered features (B, N, H, W, q) of decoder layer `layer` to
     (B, N, H, W, classes) logits (as `gausstr_core.model` SegmentHead).
     head_depths: optional (B, N, H, W) m of the model's depth head, trained towards target_depths
-    clamped to far_depth (sky and beyond: the far end of the range, not transparency) by the same
-    silog + depth_l1_weight * l1 rule, weighted by depth_head_weight.
+    (depth_head_loss, added to the total).
     The PCA basis comes from the target features once and is shared by all layers.
     Terms: 'layer{i}/{feature,depth_silog,depth_l1,segment,total}' and the sums over layers
     without the prefix, 'depth_head/{silog,l1}' with a depth head; 'total' is the weighted loss
@@ -160,9 +159,19 @@ def gausstr_losses(
             terms[name] = terms.get(name, 0.0) + value.detach()
     total = torch.stack(layer_totals).sum()
     if head_depths is not None:
-        head_target = target_depths.clamp(max=cfg.far_depth)
-        silog, l1 = depth_loss(head_depths, head_target, far_depth=float("inf"))
-        total = total + cfg.depth_head_weight * (silog + cfg.depth_l1_weight * l1)
-        terms["depth_head/silog"], terms["depth_head/l1"] = silog.detach(), l1.detach()
+        head_total, head_terms = depth_head_loss(head_depths, target_depths, cfg)
+        total = total + head_total
+        terms.update(head_terms)
     terms["total"] = total.detach()
     return total, terms
+
+
+def depth_head_loss(
+    head_depths: torch.Tensor, target_depths: torch.Tensor, cfg: TrainConfig
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """The depth head's loss: depth_head_weight x (silog + depth_l1_weight x l1) of head_depths against
+    target_depths clamped to far_depth (sky and beyond: the far end of the range, not transparency);
+    both (B, N, H, W) m. Returns it and the detached terms 'depth_head/silog', 'depth_head/l1'."""
+    silog, l1 = depth_loss(head_depths, target_depths.clamp(max=cfg.far_depth), far_depth=float("inf"))
+    total = cfg.depth_head_weight * (silog + cfg.depth_l1_weight * l1)
+    return total, {"depth_head/silog": silog.detach(), "depth_head/l1": l1.detach()}

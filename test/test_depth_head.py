@@ -19,7 +19,7 @@ from gausstr_core.data.nuscenes import NuScenesReader
 from gausstr_core.losses import depth_loss, gausstr_losses
 from gausstr_core.model import GaussTR
 from gausstr_core.model.checkpoint import build_model_from_checkpoint, load_checkpoint, save_checkpoint
-from gausstr_core.model.depth_head import MIN_DEPTH, DepthHead, ray_channels
+from gausstr_core.model.depth_head import MIN_DEPTH, PRIOR_FAR, DepthHead, ray_channels
 from gausstr_core.predict import OccupancyPredictor
 from gausstr_core.prediction_io import load_sample_views
 from gausstr_core.train.loop import train
@@ -83,7 +83,7 @@ def test_head_output_is_bounded_at_the_input_size() -> None:
         head(maps[:2], intrinsics, cam2ego, original_to_input, (H, W))
 
 
-def test_untrained_head_starts_at_the_flat_ground_depth() -> None:
+def test_untrained_head_starts_at_the_flat_ground_depth_capped() -> None:
     torch.manual_seed(0)
     head = DepthHead(in_channels=8, hidden=4, levels=3, max_depth=51.2)
     maps = [torch.randn(2, 8, 8, 12), torch.randn(2, 8, 4, 6), torch.randn(2, 8, 2, 3)]
@@ -91,9 +91,9 @@ def test_untrained_head_starts_at_the_flat_ground_depth() -> None:
     with torch.no_grad():
         depth = head(maps, intrinsics, cam2ego, original_to_input, (H, W))
     ground = _ground_depth().flatten(0, 1)
-    near = (ground > 0) & (ground < 40)
-    assert float(((depth - ground).abs() / ground)[near].max()) < 0.02
-    assert float(depth[ground == 0].min()) > 40  # above the horizon: the far end of the range
+    expected = torch.where(ground > 0, ground, torch.full_like(ground, math.inf)).clamp(MIN_DEPTH, PRIOR_FAR)
+    assert float(((depth - expected).abs() / expected).max()) < 0.02  # above the horizon: PRIOR_FAR
+    assert bool((ground < PRIOR_FAR).any() & (ground > PRIOR_FAR).any() & (ground == 0).any())
 
 
 def test_forward_without_depths_uses_the_head_and_equals_the_stages() -> None:
@@ -257,3 +257,31 @@ def test_training_updates_and_saves_the_head(tiny_train_args: list[str], tmp_pat
     initial = GaussTR(config.model).depth_head.state_dict()
     changed = [k for k, v in model.depth_head.state_dict().items() if not torch.equal(v, initial[k])]
     assert changed, "training left every depth-head weight at its initial value"
+
+
+def test_depth_head_phase_trains_only_the_head(tiny_train_args: list[str], tmp_path: Path) -> None:
+    """2 joint steps, then resumed with train.depth_head_phase 0.5 up to 4 steps: steps 3-4 train the head alone on
+    its loss: every other weight stays as the joint steps left it, the head's change, no rendering loss is logged."""
+    argv = [*tiny_train_args, "model.depth_head=true", "model.depth_head_dims=8", "--work-dir", str(tmp_path)]
+    joint = train(config_from_args(build_parser().parse_intermixed_args(argv)), device="cpu", max_steps=2,
+                  show_progress=False)
+    assert joint.head_phase_start is None and "feature" in joint.terms[-1]
+    before = load_checkpoint(joint.last_checkpoint)["state_dict"]
+    config = config_from_args(build_parser().parse_intermixed_args([*argv, "train.depth_head_phase=0.5"]))
+    phase = train(config, device="cpu", resume=joint.last_checkpoint, max_steps=4, show_progress=False)
+    assert phase.steps == 4 and phase.head_phase_start == 0
+    assert all(set(t) == {"depth_head/silog", "depth_head/l1", "total", "grad_norm", "lr"} for t in phase.terms)
+    after = load_checkpoint(phase.last_checkpoint)["state_dict"]
+    head = [k for k in after if k.startswith("depth_head.")]
+    assert head and all(not torch.equal(after[k], before[k]) for k in head if k.endswith("weight"))
+    others = [k for k in after if not k.startswith("depth_head.")]
+    assert others and all(torch.equal(after[k], before[k]) for k in others)
+
+
+def test_depth_head_phase_needs_the_head(tiny_train_args: list[str], tmp_path: Path) -> None:
+    argv = [*tiny_train_args, "train.depth_head_phase=0.5", "--work-dir", str(tmp_path)]
+    config = config_from_args(build_parser().parse_intermixed_args(argv))
+    with pytest.raises(ValueError, match="depth_head_phase needs the depth head"):
+        train(config, device="cpu", max_steps=1, show_progress=False)
+    with pytest.raises(ValueError, match=r"depth_head_phase must be in \[0, 1\)"):
+        TrainConfig(depth_head_phase=1.0)

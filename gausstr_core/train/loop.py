@@ -9,6 +9,14 @@ rank 0 scores the model on train.val_split (gausstr_core.evaluation.evaluate wit
 depth caches) and logs IoU, mIoU over 17 and 15 classes and density IoU (log line and TensorBoard
 val/*); when train.best_metric beats the best so far, that epoch's checkpoint is also put in place
 as `best.pt` (before latest.pt). A resumed run keeps the best so far.
+Depth-head phase (train.depth_head_phase = f > 0, a model with model.depth_head): once f of the
+budget is left (the fraction of max_seconds, max_steps or the epochs used first reaches 1 - f), every
+later step trains the depth head alone on its loss against the depth maps (losses.depth_head_loss):
+the neck runs without gradients, nothing is rendered, and every other weight stays as it is, so a step
+costs a small part of a full one and the head gets many more of them; the learning rate (the
+schedule's) falls linearly to 0 over the phase. Validation and image logs are
+skipped in the phase (the validation scores, with the depth maps given, cannot change in it), so
+best.pt, when written, predates the phase's head.
 Only rank 0 writes; at start, each rank removes its own temporaries left by killed runs. A resumed
 single-process run continues bit-exactly.
 """
@@ -29,7 +37,7 @@ from gausstr_core.atomic_files import remove_stale_temporaries
 from gausstr_core.config import Config, save_config
 from gausstr_core.data import collate_samples
 from gausstr_core.data.dataset import GaussTRDataset
-from gausstr_core.losses import gausstr_losses
+from gausstr_core.losses import depth_head_loss, gausstr_losses
 from gausstr_core.model import GaussTR
 from gausstr_core.model.checkpoint import load_checkpoint, load_state_dict_strict, save_checkpoint
 from gausstr_core.train.distributed import DistInfo, all_reduce_mean, barrier, init_distributed, shutdown
@@ -48,6 +56,7 @@ class TrainResult:
     epochs_done: int
     last_checkpoint: Path | None
     terms: list[dict[str, float]]  # the logged loss terms of every step run by this call (rank-averaged)
+    head_phase_start: int | None = None  # index in terms of the first depth-head-phase step (None: none)
 
     @property
     def losses(self) -> list[float]:
@@ -153,6 +162,9 @@ class _Trainer:
         self.step, self.epoch, self.consumed = 0, 0, 0
         self.best: dict[str, Any] | None = None  # best validation so far: metric, value, epoch, step
         self.validator = None  # OccupancyPredictor around self.model, built at the first validation
+        self.head_phase = False  # train.depth_head_phase reached: only the depth head trains
+        if cfg.depth_head_phase > 0 and self.model.depth_head is None:
+            raise ValueError("train.depth_head_phase needs the depth head (model.depth_head: true)")
         self.logger = TrainLogger(
             Path(cfg.work_dir), enabled=info.is_main, show_progress=show_progress, log_every=cfg.log_every
         )
@@ -273,6 +285,42 @@ class _Trainer:
         self._last = (layers[-1].detach(), features, batch)
         return terms
 
+    def start_head_phase(self) -> None:
+        """Freeze every weight but the depth head's (the optimizer skips weights without gradients)."""
+        self.head_phase = True
+        for name, param in self.model.named_parameters():
+            param.requires_grad_(name.startswith("depth_head."))
+
+    def head_step(self, batch, lr_factor: float) -> dict[str, torch.Tensor]:
+        """One depth-head-phase step: neck without gradients, head, its loss; gradients averaged over
+        ranks by hand (the DDP wrapper is bypassed); the step's learning rate is the schedule's x lr_factor."""
+        batch = batch.to(self.info.device)
+        if batch.features is None or batch.depths is None:
+            raise ValueError(f"batch {batch.tokens}: the depth-head phase needs feature maps and depth maps")
+        size = tuple(batch.depths.shape[-2:])
+        with torch.autocast(self.info.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
+            with torch.no_grad():
+                maps = self.model.encode(batch.features)
+            depths = self.model.predict_depth(maps, batch.intrinsics, batch.cam2ego, batch.original_to_input, size)
+            total, terms = depth_head_loss(depths, batch.depths, self.config.train)
+        head = list(self.model.depth_head.parameters())
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(total).backward()
+        for param in head:
+            param.grad = all_reduce_mean(param.grad, self.info)
+        self.scaler.unscale_(self.optimizer)
+        grad_norm = torch.nn.utils.clip_grad_norm_(head, self.config.train.grad_clip)
+        for group, scheduled in zip(self.optimizer.param_groups, self.scheduler.get_last_lr()):
+            group["lr"] = scheduled * lr_factor  # the scheduler's next step sets its own value again
+        lr = self.optimizer.param_groups[0]["lr"]
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.scheduler.step()
+        terms = {**terms, "total": total.detach()}
+        names = sorted(terms)
+        averaged = all_reduce_mean(torch.stack([terms[k].float() for k in names]), self.info)
+        return {**dict(zip(names, averaged)), "grad_norm": grad_norm.detach(), "lr": torch.tensor(lr)}
+
     # -- the loop ----------------------------------------------------------------------------
 
     def run(self, resume: Path | None, max_steps: int | None, max_seconds: float | None) -> TrainResult:
@@ -284,7 +332,16 @@ class _Trainer:
             save_config(self.config, Path(cfg.work_dir) / "config.yaml")
         remove_stale_temporaries(Path(cfg.work_dir) / "checkpoints", self.info.rank)  # of killed runs of this rank
         self.model.train()
-        start, history, last_ckpt = time.monotonic(), [], None
+        start, history, last_ckpt, head_phase_start = time.monotonic(), [], None, None
+
+        def used() -> float:
+            """Fraction of the budget used: the largest of the time, step and epoch fractions."""
+            fractions = [self.step / (cfg.epochs * self.iters_per_epoch)]
+            if max_steps is not None:
+                fractions.append(self.step / max(max_steps, 1))
+            if max_seconds is not None:
+                fractions.append((time.monotonic() - start) / max_seconds if max_seconds > 0 else 1.0)
+            return max(fractions)
 
         def out_of_budget() -> bool:
             return (max_steps is not None and self.step >= max_steps) or (
@@ -298,12 +355,18 @@ class _Trainer:
             saved_step = None
             for batch in self.loader:
                 tic = time.monotonic()
-                terms = self.train_step(batch)
+                if not self.head_phase and cfg.depth_head_phase > 0 and used() >= 1 - cfg.depth_head_phase:
+                    self.start_head_phase()
+                    head_phase_start = len(history)
+                if self.head_phase:  # the learning rate falls linearly to 0 at the end of the budget
+                    terms = self.head_step(batch, min(1.0, max(0.0, 1 - used()) / cfg.depth_head_phase))
+                else:
+                    terms = self.train_step(batch)
                 self.step += 1
                 self.consumed += 1
                 history.append({name: float(value) for name, value in terms.items()})
                 self.logger.log_step(self.step, terms, time.monotonic() - tic)
-                if self.step % cfg.image_log_every == 0:
+                if self.step % cfg.image_log_every == 0 and not self.head_phase:
                     self.logger.log_images(self.step, *self._last, self.config)
                 if self.step % cfg.checkpoint_every == 0:
                     last_ckpt, saved_step = self.save(), self.step
@@ -313,10 +376,11 @@ class _Trainer:
             if self.consumed >= self.iters_per_epoch:
                 self.epoch += 1
                 self.consumed = 0
-                best = cfg.val_every > 0 and self.epoch % cfg.val_every == 0 and self.validate()
+                validate = cfg.val_every > 0 and self.epoch % cfg.val_every == 0 and not self.head_phase
+                best = validate and self.validate()
                 last_ckpt = self.save(f"epoch_{self.epoch}.pt", *(("best.pt",) if best else ()), "latest.pt")
             elif saved_step != self.step:
                 last_ckpt = self.save()
             self.logger.end_epoch()
         self.logger.close()
-        return TrainResult(self.step, self.epoch, last_ckpt, history)
+        return TrainResult(self.step, self.epoch, last_ckpt, history, head_phase_start)
