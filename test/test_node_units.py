@@ -42,6 +42,17 @@ def test_params_file_is_generated_from_the_table():
         "config/occupancy.yaml is stale: python -m gausstr_ros.tools.params_yaml config/occupancy.yaml")
 
 
+def test_params_yaml_writes_and_checks_the_file(tmp_path, capsys):
+    from gausstr_ros.tools import params_yaml
+
+    path = tmp_path / "occupancy.yaml"
+    assert params_yaml.main([str(path), "--check"]) == 1  # missing
+    assert params_yaml.main([str(path)]) == 0 and path.read_text() == render_params_yaml()
+    assert params_yaml.main([str(path), "--check"]) == 0
+    path.write_text(path.read_text().replace("max_markers: 500", "max_markers: 400"))
+    assert params_yaml.main([str(path), "--check"]) == 1 and "not the one rendered" in capsys.readouterr().err
+
+
 def test_descriptors_settings_and_output_options_derive_from_the_table():
     from rcl_interfaces.msg import ParameterType
 
