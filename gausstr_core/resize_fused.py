@@ -7,9 +7,10 @@ decoding its JPEG. Its vertical pass is a weighted sum of a few whole rows per o
     out[c, y, x] = sum_k w[y, k] * src[c, start[y] + k, left + x] / 255,
 
 which this kernel runs with contiguous inner loops (vectorised by the compiler) reading the uint8
-rows directly: no float copy of the frame, no separate crop and division. The weights are those of
-torch's float kernel, read off once per plan by resizing an identity matrix, so the result equals
-`F.interpolate(src.float(), ...)[..., crop] / 255` to float rounding. Numba releases the GIL here
+rows directly: no float copy of the frame, no separate crop. The weights are those of torch's float
+kernel, read off once per plan by resizing an identity matrix, and the sums are formed in its order
+(fused multiply-adds), so the result equals `F.interpolate(src.float(), ...)[..., crop] / 255` bit for
+bit on CPUs with FMA (any x86-64-v3), and to float rounding elsewhere. Numba releases the GIL here
 (`nogil`), so frames of several cameras run in parallel threads. `available()` is False without
 numba; callers then use the PyTorch path.
 """
@@ -36,10 +37,10 @@ def vertical_weights(in_rows: int, out_rows: int, top: int, rows: int) -> tuple[
     """Rows of torch's antialiased bilinear resize from in_rows to out_rows, cropped to [top, top + rows).
 
     Returns start (rows,) int64, the first source row of each output row, and weights (rows, K) float32
-    (zero-padded; start + K <= in_rows), already divided by 255.
+    (zero-padded; start + K <= in_rows).
     """
     if in_rows == out_rows:
-        return np.arange(top, top + rows, dtype=np.int64), np.full((rows, 1), 1 / 255, dtype=np.float32)
+        return np.arange(top, top + rows, dtype=np.int64), np.ones((rows, 1), dtype=np.float32)
     eye = torch.eye(in_rows, dtype=torch.float32)[None, None]
     dense = F.interpolate(eye, size=(out_rows, in_rows), mode="bilinear", align_corners=False, antialias=True)
     dense = dense[0, 0, top : top + rows].numpy()  # (rows, in_rows): weight of source row j for output row y
@@ -49,8 +50,7 @@ def vertical_weights(in_rows: int, out_rows: int, top: int, rows: int) -> tuple[
     taps = int((last - first).max()) + 1
     start = np.minimum(first, in_rows - taps).astype(np.int64)
     index = start[:, None] + np.arange(taps)[None, :]
-    weights = np.take_along_axis(dense, index, axis=1) / np.float32(255)
-    return start, np.ascontiguousarray(weights, dtype=np.float32)
+    return start, np.ascontiguousarray(np.take_along_axis(dense, index, axis=1), dtype=np.float32)
 
 
 def vertical_pass(rows_resized: torch.Tensor, resize: ResizeCrop) -> torch.Tensor:
@@ -68,9 +68,11 @@ def vertical_pass(rows_resized: torch.Tensor, resize: ResizeCrop) -> torch.Tenso
     return torch.from_numpy(out)
 
 
-@_jit()
+@_jit(fastmath={"contract"})
 def _vertical_kernel(src, start, weights, left, out):
-    """out[c, y, x] = sum_k weights[y, k] * src[c, start[y] + k, left + x] (see vertical_pass)."""
+    """out[c, y, x] = (sum_k weights[y, k] * src[c, start[y] + k, left + x]) / 255 in float32, summed as
+    torch's CPU kernel does (first tap's product, then a fused multiply-add per tap), so that on CPUs with
+    FMA the result is torch's bit for bit (see vertical_pass)."""
     channels, rows, width = out.shape
     taps = weights.shape[1]
     for c in range(channels):
@@ -85,3 +87,5 @@ def _vertical_kernel(src, start, weights, left, out):
                 source = src[c, start[y] + k, left : left + width]
                 for x in range(width):
                     row[x] += w * np.float32(source[x])
+            for x in range(width):
+                row[x] /= np.float32(255)
