@@ -124,16 +124,21 @@ def gaussian_markers(
     sigma_k: float = 1.0,
     max_markers: int = DEFAULT_MAX_MARKERS,
     ns: str = MARKER_NAMESPACE,
-) -> MarkerArray:
+    serialized: bool = False,
+) -> MarkerArray | bytes:
     """One SPHERE per Gaussian: pose = mean + orientation, scale = 2 x sigma_k x sigma per axis
     (the sigma_k ellipsoid), class colour, alpha = opacity.
 
     Beyond `max_markers` the most opaque Gaussians are kept. Ids are 0..n-1 each frame (RViz
     updates markers in place); ids used last frame and not now get a DELETE (no DELETEALL).
-    The ADD markers are `state`'s pooled objects: publish the result before the next call.
+    serialized False: a MarkerArray whose ADD markers are `state`'s pooled objects (publish it before the
+    next call); True: the same array as CDR bytes for `Publisher.publish`, built by numpy without message
+    objects (marker_cdr; only where marker_cdr.layout_matches()).
     """
-    poses, sizes, colours = (a.tolist() for a in _marker_fields(means, scales, quats, opacities, labels,
-                                                                 class_names, sigma_k, max_markers))
+    fields = _marker_fields(means, scales, quats, opacities, labels, class_names, sigma_k, max_markers)
+    if serialized:
+        return _serialized_markers(*fields, header, ns, state)
+    poses, sizes, colours = (a.tolist() for a in fields)
     markers = state.markers(len(poses))
     for m, pose, size, colour in zip(markers, poses, sizes, colours):
         m.header, m.ns, m.type, m.action = header, ns, Marker.SPHERE, Marker.ADD
@@ -144,23 +149,8 @@ def gaussian_markers(
     return MarkerArray(markers=markers + state.leftover_deletes(len(markers), header, ns))
 
 
-def gaussian_markers_serialized(
-    means: np.ndarray,
-    scales: np.ndarray,
-    quats: np.ndarray,
-    opacities: np.ndarray,
-    labels: np.ndarray,
-    class_names: Sequence[str],
-    header: Header,
-    state: MarkerPublisherState,
-    sigma_k: float = 1.0,
-    max_markers: int = DEFAULT_MAX_MARKERS,
-    ns: str = MARKER_NAMESPACE,
-) -> bytes:
-    """gaussian_markers' MarkerArray as serialized CDR bytes for `Publisher.publish` (marker_cdr; use only
-    when marker_cdr.layout_matches()): the same markers, built without rclpy message objects."""
-    poses, sizes, colours = _marker_fields(means, scales, quats, opacities, labels, class_names, sigma_k,
-                                           max_markers)
+def _serialized_markers(poses: np.ndarray, sizes: np.ndarray, colours: np.ndarray, header: Header, ns: str,
+                        state: MarkerPublisherState) -> bytes:
     count, deletes = len(poses), len(state.leftover_ids(len(poses)))
     delete_poses = np.zeros((deletes, 7))
     delete_poses[:, 6] = 1.0  # a default Pose's orientation is the identity quaternion

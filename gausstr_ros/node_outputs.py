@@ -11,12 +11,7 @@ from visualization_msgs.msg import MarkerArray
 
 from gausstr_core.predict import Prediction
 from gausstr_ros import marker_cdr
-from gausstr_ros.gaussian_msgs import (
-    MarkerPublisherState,
-    gaussian_array_msg,
-    gaussian_markers,
-    gaussian_markers_serialized,
-)
+from gausstr_ros.gaussian_msgs import MarkerPublisherState, gaussian_array_msg, gaussian_markers
 from gausstr_ros.msg import GaussianArray, SemanticOccupancy
 from gausstr_ros.node_params import OUTPUT_PARAMETERS, NodeSettings, settings_class
 from gausstr_ros.occupancy_msgs import bev_occupancy_grid, occupied_points_msg, semantic_occupancy_msg
@@ -69,9 +64,9 @@ def build_outputs(
             out["gaussians"] = gaussian_array_msg(means, scales, quats, opacities, gaussian_labels, confidences,
                                                   names, header)
         if options.publish_markers:
-            build = gaussian_markers_serialized if marker_cdr.layout_matches() else gaussian_markers
-            out["gaussians/markers"] = build(
+            out["gaussians/markers"] = gaussian_markers(
                 means, scales, quats, opacities, gaussian_labels, names, header, marker_state,
+                serialized=marker_cdr.layout_matches(),
                 sigma_k=options.marker_sigma_k, max_markers=options.max_markers,
             )
     return out

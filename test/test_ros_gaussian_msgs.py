@@ -10,12 +10,7 @@ from visualization_msgs.msg import Marker, MarkerArray
 from gausstr_core.data.occ3d import OCC3D_CLASSES as OCC3D_CLASS_NAMES
 from gausstr_core.palette import OCC3D_COLORS, class_colors, name_color
 from gausstr_ros import marker_cdr
-from gausstr_ros.gaussian_msgs import (
-    MarkerPublisherState,
-    gaussian_array_msg,
-    gaussian_markers,
-    gaussian_markers_serialized,
-)
+from gausstr_ros.gaussian_msgs import MarkerPublisherState, gaussian_array_msg, gaussian_markers
 from gausstr_ros.msg import GaussianArray
 from gausstr_ros.stamps import make_header
 
@@ -102,8 +97,8 @@ def test_serialized_markers_deserialize_to_the_message_path(frame_id):
         g = gaussians(n, seed)
         expected = gaussian_markers(**g, class_names=OCC3D_CLASS_NAMES, header=header, state=by_message,
                                     sigma_k=1.5, max_markers=10)
-        data = gaussian_markers_serialized(**g, class_names=OCC3D_CLASS_NAMES, header=header, state=by_bytes,
-                                           sigma_k=1.5, max_markers=10)
+        data = gaussian_markers(**g, class_names=OCC3D_CLASS_NAMES, header=header, state=by_bytes, sigma_k=1.5,
+                                max_markers=10, serialized=True)
         assert isinstance(data, bytes)
         assert deserialize_message(data, MarkerArray) == deserialize_message(serialize_message(expected), MarkerArray)
     assert by_bytes.previous_count == by_message.previous_count == 5
