@@ -8,9 +8,12 @@ tiny model's input (112x200) and at 504x896; and, at 504x896, the maximum absolu
 the network input (the tensor the model receives) from the float ResizeCrop of full decodes.
 Part 2 (node in its own process, model replaced by a stub that receives the network input, checks
 its size and returns a prediction made once): six cameras published at 12 Hz for --seconds at
-504x896; output rate (goal >= 11.5 Hz) and input-to-output latency. Feeder and node use
-config/fastdds_large_messages.xml (unless FASTRTPS_DEFAULT_PROFILES_FILE is set): with Fast DDS's
-default shared-memory segment whole images are lost.
+504x896; output rate (goal >= 11.5 Hz), input-to-output latency and the node's /diagnostics counts.
+The node publishes every output; the feeder process subscribes to ~/occupancy, the latency topic and
+/diagnostics only (deserialising all outputs, 500 markers among them, costs the feeder CPU that the
+node shares on a small machine). Feeder and node use config/fastdds_large_messages.xml (unless
+FASTRTPS_DEFAULT_PROFILES_FILE is set): with Fast DDS's default shared-memory segment whole images are
+lost.
 
     python benchmarks/node.py [--sets 5] [--seconds 15] [--skip-live]
 Untrained tiny model (the cost does not depend on the weights); Occ3D grid 200x200x16.
@@ -171,9 +174,10 @@ def stub_node(ros_args: list[str]) -> None:
     node_module.main(["stub_node", *ros_args])
 
 
-def live(jpegs: list[bytes], seconds: float, tmp: Path) -> tuple[float, float, int, int]:
+def live(jpegs: list[bytes], seconds: float, tmp: Path) -> tuple[float, float, int, int, dict[str, str]]:
     """Stub-model node process fed at 12 Hz at 504x896: (mean pipeline latency ms, output rate Hz, sets
-    published, outputs), all over the `seconds` after the first output."""
+    published, outputs) over the `seconds` after the first output, and the node's last /diagnostics
+    pipeline values (whole run)."""
     import subprocess
     import sys
 
@@ -194,7 +198,8 @@ def live(jpegs: list[bytes], seconds: float, tmp: Path) -> tuple[float, float, i
              node.create_publisher(CameraInfo, camera_info_topic(c), OUTPUT_QOS),
              node.create_publisher(Image, depth_topic(c), OUTPUT_QOS)) for c in cameras]
     tf_pub = node.create_publisher(TFMessage, "/tf_static", TF_STATIC_QOS)
-    recorder = OutputRecorder(node)
+    # the feeder records only what it reports: deserialising every output would take the node's CPU here
+    recorder = OutputRecorder(node, keys=("occupancy", "debug/pipeline_latency_ms", "diagnostics"))
     command = node_command(checkpoint, cameras, depth_source="topic")[1:]  # "--ros-args", ...
     with open(tmp / "node.log", "w") as log:
         proc = subprocess.Popen([sys.executable, __file__, "--stub-node", *command], stdout=log,
@@ -225,11 +230,12 @@ def live(jpegs: list[bytes], seconds: float, tmp: Path) -> tuple[float, float, i
         spin_until(node, lambda: False, 3.0)
         outputs = recorder.count("occupancy") - counted_from[1]
         latencies = [r.msg.data for r in recorder.messages["debug/pipeline_latency_ms"]][counted_from[1]:]
+        diagnostics = recorder.diagnostic_values()
     finally:
         proc.send_signal(2)
         proc.wait(30)
     node.destroy_node()
-    return (statistics.mean(latencies) if latencies else float("nan")), rate, sent, outputs
+    return (statistics.mean(latencies) if latencies else float("nan")), rate, sent, outputs, diagnostics
 
 
 def main() -> None:
@@ -263,11 +269,14 @@ def main() -> None:
             print(f"  network input vs float ResizeCrop of full decodes: max abs diff {diff:.3f} / 255{scaled} "
                   "(goal <= 1 at 504x896)")
         if not args.skip_live:
-            latency, rate, sent, outputs = live(jpegs, args.seconds, Path(tmp))
+            latency, rate, sent, outputs, diagnostics = live(jpegs, args.seconds, Path(tmp))
             print(f"\nnode process with a stub model at 504x896, six cameras at 12 Hz, {args.seconds:.0f} s after the "
                   f"first output ({sent} sets sent): output rate {rate:.2f} Hz (goal >= 11.5), {outputs} "
-                  f"outputs, {sent - outputs} sets dropped latest-only; input-to-output latency {latency:.0f} ms "
-                  f"(mean); Fast DDS profile {os.environ['FASTRTPS_DEFAULT_PROFILES_FILE']}")
+                  f"outputs ({sent - outputs} sets without one); input-to-output latency {latency:.0f} ms (mean); "
+                  f"Fast DDS profile {os.environ['FASTRTPS_DEFAULT_PROFILES_FILE']}")
+            keys = ("camera sets", "sets processed", "sets dropped (model busy)", "sync overflow drops",
+                    "out-of-order drops")
+            print("  node /diagnostics over the whole run: " + ", ".join(f"{k} {diagnostics.get(k)}" for k in keys))
     rclpy.shutdown()
 
 

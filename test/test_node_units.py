@@ -182,3 +182,10 @@ def test_network_input_made_while_decoding_is_within_1_255_of_the_full_decode_re
     full = decode_jpeg(torch.frombuffer(bytearray(buf.getvalue()), dtype=torch.uint8), mode=ImageReadMode.RGB)
     reference = resize.image(full[None]) / 255.0
     assert float((views.images - reference).abs().max()) <= 0.51 / 255
+
+
+def test_output_recorder_names_unknown_keys():
+    from gausstr_ros.tools.output_recorder import OutputRecorder
+
+    with pytest.raises(ValueError, match=r"unknown output keys \['occupancy/pointz'\]"):
+        OutputRecorder(None, keys=("occupancy", "occupancy/pointz"))

@@ -2,7 +2,7 @@
 
 `OutputRecorder(node, node_name)` listens to ~/occupancy, ~/occupancy/points, ~/occupancy/bev,
 ~/gaussians, ~/gaussians/markers, the two debug timing topics and /diagnostics of the node
-`node_name` (fully qualified, e.g. "/gausstr_occupancy"). Each message is stored with the
+`node_name` (fully qualified, e.g. "/gausstr_occupancy"), or only the `keys` asked for. Each message is stored with the
 monotonic time it arrived. Spin `node` (rclpy.spin_once or an executor) to receive.
 """
 
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,21 +38,24 @@ class OutputRecorder:
     """Stores every output message of one occupancy node, by relative topic key."""
 
     def __init__(self, node: Node, node_name: str = "/gausstr_occupancy",
-                 on_message: Callable[[str, Any], None] | None = None) -> None:
+                 on_message: Callable[[str, Any], None] | None = None, keys: Iterable[str] | None = None) -> None:
+        """keys: the outputs to subscribe to (OUTPUT_TOPICS, DEBUG_TOPICS keys and "diagnostics"); None: all."""
         self.node_name = "/" + node_name.strip("/")
         self._lock = threading.Lock()
         self._on_message = on_message
-        self.messages: dict[str, list[Received]] = {key: [] for key in (*OUTPUT_TOPICS, *DEBUG_TOPICS, "diagnostics")}
+        known = (*OUTPUT_TOPICS, *DEBUG_TOPICS, "diagnostics")
+        keys = known if keys is None else tuple(keys)
+        if unknown := sorted(set(keys) - set(known)):
+            raise ValueError(f"OutputRecorder: unknown output keys {unknown}; known: {list(known)}")
+        self.messages: dict[str, list[Received]] = {key: [] for key in known}
+        types = {**OUTPUT_TYPES, **dict.fromkeys(DEBUG_TOPICS, Float64)}
         self._subscriptions = [
-            node.create_subscription(OUTPUT_TYPES[key], f"{self.node_name}/{key}", self._callback(key), OUTPUT_QOS)
-            for key in OUTPUT_TOPICS
+            node.create_subscription(types[key], f"{self.node_name}/{key}", self._callback(key), OUTPUT_QOS)
+            for key in keys if key != "diagnostics"
         ]
-        self._subscriptions += [
-            node.create_subscription(Float64, f"{self.node_name}/{key}", self._callback(key), OUTPUT_QOS)
-            for key in DEBUG_TOPICS
-        ]
-        self._subscriptions.append(
-            node.create_subscription(DiagnosticArray, "/diagnostics", self._callback("diagnostics"), OUTPUT_QOS))
+        if "diagnostics" in keys:
+            self._subscriptions.append(
+                node.create_subscription(DiagnosticArray, "/diagnostics", self._callback("diagnostics"), OUTPUT_QOS))
 
     def _callback(self, key: str) -> Callable[[Any], None]:
         def store(msg: Any) -> None:
