@@ -53,19 +53,25 @@ def vertical_weights(in_rows: int, out_rows: int, top: int, rows: int) -> tuple[
     return start, np.ascontiguousarray(np.take_along_axis(dense, index, axis=1), dtype=np.float32)
 
 
-def vertical_pass(rows_resized: torch.Tensor, resize: ResizeCrop) -> torch.Tensor:
+def vertical_pass(rows_resized: torch.Tensor, resize: ResizeCrop, out: torch.Tensor | None = None) -> torch.Tensor:
     """(C, h, rw) uint8 CPU, already at the plan's resized width rw -> (C, out H, out W) float32 in [0, 1]:
-    the plan's vertical resize from h to its resized height, its crop, / 255."""
+    the plan's vertical resize from h to its resized height, its crop, / 255. out: an optional contiguous
+    float32 (C, out H, out W) tensor written and returned (e.g. one view of a batch: no stacking copy)."""
     if numba is None:
         raise RuntimeError("resize_fused.vertical_pass: numba is not installed")
     (rh, rw), (top, left), (oh, ow) = resize.resized, resize.offset, resize.out_size
     if rows_resized.dtype != torch.uint8 or rows_resized.dim() != 3 or rows_resized.shape[-1] != rw:
         raise ValueError(f"vertical_pass: expected (C, h, {rw}) uint8, got {tuple(rows_resized.shape)} "
                          f"{rows_resized.dtype}")
+    shape = (rows_resized.shape[0], oh, ow)
+    if out is None:
+        out = torch.empty(shape)
+    elif tuple(out.shape) != shape or out.dtype != torch.float32 or not out.is_contiguous() or out.is_cuda:
+        raise ValueError(f"vertical_pass: out must be a contiguous float32 CPU tensor {shape}, got "
+                         f"{tuple(out.shape)} {out.dtype}")
     start, weights = vertical_weights(int(rows_resized.shape[1]), rh, top, oh)
-    out = np.empty((rows_resized.shape[0], oh, ow), dtype=np.float32)
-    _vertical_kernel(rows_resized.contiguous().numpy(), start, weights, left, out)
-    return torch.from_numpy(out)
+    _vertical_kernel(rows_resized.contiguous().numpy(), start, weights, left, out.numpy())
+    return out
 
 
 @_jit(fastmath={"contract"})

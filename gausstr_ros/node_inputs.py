@@ -86,21 +86,24 @@ def camera_to_ego(
     return np.stack(matrices)
 
 
-def resize_to_input(image: torch.Tensor, resize: ResizeCrop) -> torch.Tensor:
+def resize_to_input(image: torch.Tensor, resize: ResizeCrop, out: torch.Tensor | None = None) -> torch.Tensor:
     """(3, h, w) uint8 full frame at any resolution -> the network input (3, H, W) float in [0, 1]
-    (ResizeCrop.image / 255; on the CPU its horizontal pass in uint8, see the module docstring)."""
+    (ResizeCrop.image / 255; on the CPU its horizontal pass in uint8, see the module docstring).
+    out: optional float32 (3, H, W) tensor on the image's device to write the result into (returned)."""
     if image.device.type != "cpu":
-        return resize.image(image) / 255.0
+        result = resize.image(image) / 255.0
+        return result if out is None else out.copy_(result)
     (rh, rw), (top, left), (oh, ow) = resize.resized, resize.offset, resize.out_size
     x = image[None]
     if x.shape[-1] != rw:
         x = F.interpolate(x, size=(x.shape[-2], rw), mode="bilinear", align_corners=False, antialias=True)
     if resize_fused.available():
-        return resize_fused.vertical_pass(x[0], resize)
+        return resize_fused.vertical_pass(x[0], resize, out)
     x = x.float()
     if x.shape[-2] != rh:
         x = F.interpolate(x, size=(rh, rw), mode="bilinear", align_corners=False, antialias=True)
-    return x[0, :, top : top + oh, left : left + ow] / 255.0
+    result = x[0, :, top : top + oh, left : left + ow] / 255.0
+    return result if out is None else out.copy_(result)
 
 
 def decode_views(
@@ -127,16 +130,18 @@ def decode_views(
                          f"cameras have different image sizes {sorted(sizes)}; the model needs one size")
     (height, width), = sizes
     resize = plan_resize_crop((height, width), tuple(input_size)) if network_input else None
+    # network input: each decoding thread writes its camera's slot of one batch (no stacking copy)
+    batch = None if resize is None else torch.empty((len(cameras), 3, *resize.out_size), device=device)
 
-    def decode(camera: str, msg: Image | CompressedImage) -> torch.Tensor:
+    def decode(index: int, camera: str, msg: Image | CompressedImage) -> torch.Tensor:
         try:
             image = decode_image_msg(msg, min_size=input_size if network_input else None, device=device,
                                      expected_size=(height, width), max_pixels=max_pixels)
         except ImageDecodeError as err:
             raise InputError("bad image", camera, str(err)) from err
-        return image if resize is None else resize_to_input(image, resize)
+        return image if batch is None else resize_to_input(image, resize, batch[index])
 
-    images = list(_decode_pool().map(decode, cameras, camera_messages.images))
+    images = list(_decode_pool().map(decode, range(len(cameras)), cameras, camera_messages.images))
     if len({tuple(i.shape) for i in images}) != 1:
         raise InputError("bad image", ",".join(cameras),
                          f"decoded images differ in size: {[tuple(i.shape[-2:]) for i in images]}")
@@ -154,7 +159,7 @@ def decode_views(
         if resize is not None:
             depths = resize.depth(depths.to(images[0].device))
     return Views(
-        images=torch.stack(images),
+        images=torch.stack(images) if batch is None else batch,
         intrinsics=torch.from_numpy(np.stack([info.k for info in intrinsics])).float(),
         cam2ego=torch.from_numpy(cam2ego).float(),
         depths=depths,
