@@ -15,6 +15,7 @@ vocabulary's own mapping (Vocabulary.to_occ3d).
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
@@ -70,6 +71,7 @@ class OpenVocabularyHead:
         self.density_threshold = density_threshold
         self.denoise_threshold = denoise_threshold
         self.denoise_temperature = denoise_temperature
+        self._buffers = threading.local()  # per-thread workspaces (_workspace)
         self.set_vocabulary(prototypes, prompt_to_class, num_classes, free_label)
 
     @classmethod
@@ -196,6 +198,18 @@ class OpenVocabularyHead:
         out_confidence[touched] = torch.where(free, merged[..., self.free_label], confidence)
         return out_labels, out_confidence
 
+    def _workspace(self, grid: VoxelGrid, prompt_probs: torch.Tensor) -> torch.Tensor | None:
+        """This thread's reusable (X, Y, Z, P) buffer for the voxel prompt probabilities on the CPU (consumed
+        within one call: a fresh grid-sized array per call costs ~10 ms of page faults); None elsewhere or
+        under autograd."""
+        if prompt_probs.device.type != "cpu" or (torch.is_grad_enabled() and prompt_probs.requires_grad):
+            return None
+        shape = (*grid.dims, prompt_probs.shape[1])
+        buffer = getattr(self._buffers, "voxel_prompt_probs", None)
+        if buffer is None or tuple(buffer.shape) != shape or buffer.dtype != prompt_probs.dtype:
+            buffer = self._buffers.voxel_prompt_probs = torch.empty(shape, dtype=prompt_probs.dtype)
+        return buffer
+
     def __call__(
         self,
         means: torch.Tensor,
@@ -217,7 +231,8 @@ class OpenVocabularyHead:
             prompt_probs = self.prompt_probabilities(features)
         with timed("voxelize"):
             density, voxel_prompt_probs = voxelize_gaussians(
-                means, covariances, opacities, prompt_probs, grid, chunk_size=chunk_size
+                means, covariances, opacities, prompt_probs, grid, chunk_size=chunk_size,
+                features_out=self._workspace(grid, prompt_probs),
             )
         with timed("semantics"):
             labels, confidence = self.classify_voxels(density, voxel_prompt_probs)

@@ -85,6 +85,7 @@ def voxelize_gaussians(
     chunk_size: int = DEFAULT_CHUNK_SIZE,
     eps: float = DEFAULT_EPS,
     backend: str = "auto",
+    features_out: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Splat Gaussians into `grid` (module docstring gives the exact semantics).
 
@@ -93,6 +94,9 @@ def voxelize_gaussians(
     ~ 16 bytes each, more under autograd). Computes in float32, or float64 when the means are float64.
     backend: "torch" (the vectorised path above: any device, differentiable), "fused" (the numba CPU
     kernel of voxelize_fused: CPU, no gradients, numba installed) or "auto" (fused when it can run).
+    features_out: optional (X, Y, Z, C) tensor of the computed dtype on the Gaussians' device, filled and
+    returned as the features (old contents ignored): a buffer reused across calls, as OpenVocabularyHead
+    does, spares the page faults of a fresh grid-sized array.
     Returns density (X, Y, Z) and features (X, Y, Z, C), indexed [x, y, z].
     """
     _check_gaussians(means, covariances, opacities, features)
@@ -124,7 +128,8 @@ def voxelize_gaussians(
     if fused:
         opacities, features = opacities.to(dtype), features.to(dtype)
         origin = grid.min_corner
-        return voxelize_fused.splat(lo, hi, means, tables, opacities, features, origin, grid.size, dims, FEATURE_EPS)
+        return voxelize_fused.splat(lo, hi, means, tables, opacities, features, origin, grid.size, dims, FEATURE_EPS,
+                                    features_out)
     # Row `num` is a padding Gaussian: empty box, zero weight.
     pad = torch.tensor([[1, 1, 1]], dtype=torch.long, device=device)
     lo, hi = torch.cat([lo, pad]), torch.cat([hi, pad - 1])
@@ -170,8 +175,8 @@ def voxelize_gaussians(
     features = weighted / floor if differentiable else weighted.div_(floor)
     if padded != dims:
         crop = tuple(slice(0, d) for d in dims)
-        return density[crop].contiguous(), features[crop].contiguous()
-    return density, features
+        density, features = density[crop].contiguous(), features[crop].contiguous()
+    return density, (features if features_out is None else features_out.copy_(features))
 
 
 def _use_fused(backend: str, differentiable: bool, device: torch.device) -> bool:

@@ -69,13 +69,16 @@ def splat(
     size: float,
     dims: tuple[int, int, int],
     feature_floor: float,
+    features_out: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Density (X, Y, Z) and normalised features (X, Y, Z, C) of N Gaussians (CPU tensors, one dtype).
 
     lo, hi: (N, 3) int64 first / last voxel index of each clipped 3-sigma box (lo > hi: empty);
     means: (N, 3) ego frame, m; tables: (N, 6) q_xx, 2 q_xy, q_yy, s, c_x, c_y in log2 units (see the
     module docstring); opacities: (N,); features: (N, C). origin: the grid's min corner, m; size:
-    voxel edge, m; dims: the grid's voxels along x, y, z.
+    voxel edge, m; dims: the grid's voxels along x, y, z. features_out: optional contiguous (X, Y, Z, C)
+    tensor of the dtype to fill and return as the features (every voxel is written): a buffer reused
+    across calls saves the page faults of a fresh grid-sized array (~10 ms for 200x200x16x21 float32).
     Threads: torch.get_num_threads() (capped by numba's pool).
     """
     if numba is None:
@@ -87,7 +90,14 @@ def splat(
     # of each plane that Gaussians reach.
     np_dtype = np.float64 if dtype == torch.float64 else np.float32
     density = torch.from_numpy(np.zeros(dims, dtype=np_dtype))
-    weighted = torch.from_numpy(np.zeros((*dims, channels), dtype=np_dtype))
+    if features_out is None:
+        weighted, reused = torch.from_numpy(np.zeros((*dims, channels), dtype=np_dtype)), False
+    elif (tuple(features_out.shape) != (*dims, channels) or features_out.dtype != dtype
+          or features_out.device.type != "cpu" or not features_out.is_contiguous()):
+        raise ValueError(f"voxelize_fused.splat: features_out must be a contiguous CPU {dtype} tensor "
+                         f"{(*dims, channels)}, got {tuple(features_out.shape)} {features_out.dtype}")
+    else:
+        weighted, reused = features_out, True
     coef = _column_coefficients(means, tables, opacities, origin, size)
     sources = features.detach().T.contiguous().numpy()  # (C, N): one channel's values are contiguous
     threads = max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS, dims[0]))
@@ -96,8 +106,8 @@ def splat(
     with PARALLEL_LOCK:
         numba.set_num_threads(threads)
         _splat_kernel(lo.contiguous().numpy(), hi.contiguous().numpy(), coef, sources, float(size),
-                      CUTOFF_LOG2[dtype] * _LN2, dtype == torch.float64, float(feature_floor), scratch, density.numpy(),
-                      weighted.numpy())
+                      CUTOFF_LOG2[dtype] * _LN2, dtype == torch.float64, float(feature_floor), scratch, reused,
+                      density.numpy(), weighted.numpy())
     return density, weighted
 
 
@@ -136,15 +146,16 @@ def _exp_above_cutoff(x):
 
 
 @_jit(parallel=True, fastmath={"contract"})
-def _splat_kernel(lo, hi, coef, sources, size, cutoff, exact, floor, scratch, density, weighted):
+def _splat_kernel(lo, hi, coef, sources, size, cutoff, exact, floor, scratch, clear, density, weighted):
     """numba kernel: fills density (X, Y, Z) and weighted (X, Y, Z, C) in place (see splat).
 
     Thread t handles planes t, t + T, ... (T = scratch.shape[0]): every region of the grid is spread
     over all threads. Per plane, each Gaussian's weights are written as a patch of whole z rows
     (zero outside the column's z range), then added to the plane's channel-first sums with long
     contiguous loops (vectorised), and the rows that Gaussians reached are normalised and transposed
-    into (Y, Z, C) once at the end (the zero-initialised outputs keep their zeros elsewhere); the
-    scratch sums (zero on entry) are zeroed again over those rows only.
+    into (Y, Z, C) once at the end (zero-initialised outputs keep their zeros elsewhere; with `clear`,
+    a reused features buffer, each plane is zeroed first); the scratch sums (zero on entry) are zeroed
+    again over those rows only.
     """
     num_x, num_y, num_z = density.shape
     channels = sources.shape[0]
@@ -154,6 +165,8 @@ def _splat_kernel(lo, hi, coef, sources, size, cutoff, exact, floor, scratch, de
         sums = scratch[t, :channels + 1]  # rows 0..C-1: weighted features, row C: density
         patch = scratch[t, channels + 1]
         for x in range(t, num_x, threads):
+            if clear:
+                weighted[x].reshape(num_y * num_z * channels)[:] = 0
             plane_first, plane_last = _NO_ROW, -1  # rows of the plane that some Gaussian reaches
             for g in range(num):
                 if x < lo[g, 0] or x > hi[g, 0]:

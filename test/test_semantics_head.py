@@ -188,3 +188,21 @@ def test_classification_falls_back_without_numba(monkeypatch: pytest.MonkeyPatch
     assert labels.flatten().tolist() == [1, 0, 1]
     with pytest.raises(ValueError, match="needs CPU tensors and numba"):
         head.classify_voxels(density, q, backend="fused")
+
+
+def test_reused_workspace_gives_a_fresh_heads_result() -> None:
+    """The head reuses one voxel-probability buffer per thread: a call after another scene equals a fresh
+    head's call (nothing of the first scene is left in it)."""
+    grid = VoxelGrid(range=(0.0, 0.0, 0.0, 4.0, 2.0, 2.0), size=0.5)
+    covariances = torch.eye(3).expand(2, 3, 3) * 0.04
+    prototypes = torch.eye(3)
+    first = (torch.tensor([[0.75, 0.75, 0.75], [3.25, 0.75, 0.75]]), covariances, torch.tensor([0.9, 0.8]),
+             torch.tensor([[5.0, 0.0, 0.0], [0.0, 5.0, 0.0]]))
+    second = (torch.tensor([[2.25, 1.25, 1.25], [0.25, 0.25, 1.75]]), covariances, torch.tensor([0.7, 0.95]),
+              torch.tensor([[0.0, 4.0, 1.0], [3.0, 0.0, 1.0]]))
+    head = OpenVocabularyHead(prototypes, torch.tensor([0, 1, 2]), num_classes=3, free_label=2)
+    head(*first, grid)
+    reused = head(*second, grid)
+    fresh = OpenVocabularyHead(prototypes, torch.tensor([0, 1, 2]), num_classes=3, free_label=2)(*second, grid)
+    for name in ("labels", "confidence", "density", "gaussian_probabilities"):
+        torch.testing.assert_close(getattr(reused, name), getattr(fresh, name), rtol=0, atol=0)

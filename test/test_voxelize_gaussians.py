@@ -198,6 +198,25 @@ def test_fused_kernel_is_safe_from_several_threads() -> None:
         assert numba.threading_layer() == "workqueue"
 
 
+@pytest.mark.parametrize("backend", ["fused", "torch"])
+def test_features_out_is_filled_whole(backend: str) -> None:
+    """A reused buffer (stale values, NaN here) is overwritten everywhere: the result equals a fresh call's."""
+    if backend == "fused":
+        pytest.importorskip("numba")
+    first = random_gaussians(40, 5, (0.05, 1.0), seed=11, dtype=torch.float32)
+    second = random_gaussians(7, 5, (0.05, 0.3), seed=12, dtype=torch.float32)
+    expected = voxelize_gaussians(*second, GRID, backend=backend)
+    buffer = torch.full((*GRID.dims, 5), float("nan"))
+    voxelize_gaussians(*first, GRID, backend=backend, features_out=buffer)
+    density, features = voxelize_gaussians(*second, GRID, backend=backend, features_out=buffer)
+    assert features.data_ptr() == buffer.data_ptr()
+    torch.testing.assert_close(density, expected[0], rtol=0, atol=0)
+    torch.testing.assert_close(features, expected[1], rtol=0, atol=0)
+    if backend == "fused":
+        with pytest.raises(ValueError, match="features_out must be a contiguous CPU torch.float32 tensor"):
+            voxelize_gaussians(*second, GRID, backend="fused", features_out=torch.zeros(3, 3))
+
+
 def test_fallback_without_numba(monkeypatch: pytest.MonkeyPatch) -> None:
     gaussians = random_gaussians(20, 3, (0.1, 1.0), seed=7, dtype=torch.float32)
     expected = voxelize_gaussians(*gaussians, GRID, backend="torch")
