@@ -24,12 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from gausstr_core.data.augment import ResizeCrop
-from gausstr_core.voxelize_fused import _jit, numba
-
-
-def available() -> bool:
-    """True when numba imported (the fused kernel can run)."""
-    return numba is not None
+from gausstr_core.voxelize_fused import _jit, available, numba  # noqa: F401 -- available: this kernel's too
 
 
 @functools.lru_cache(maxsize=16)

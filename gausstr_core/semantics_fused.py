@@ -103,8 +103,9 @@ def _exp_unit(x):
         c[8] + y * c[9]))))))))
 
 
-@_jit()
+@_jit(inline="always")
 def _exp_either(x, unit):
+    """_exp_unit(x) when every exponent of the voxel lies in [-1, 0] (`unit`), else _exp_neg(x)."""
     return _exp_unit(x) if unit else _exp_neg(x)
 
 
@@ -131,7 +132,7 @@ def _label_voxels(density, q, classes, keep, free_label, density_threshold, labe
                 low = min(low, q[voxel, p])
             unit = top - low <= 1.0  # probabilities: every exponent in [-1, 0], the short series suffices
             for p in range(num_prompts):
-                terms[p] = _exp_unit(q[voxel, p] - top) if unit else _exp_neg(q[voxel, p] - top)
+                terms[p] = _exp_either(q[voxel, p] - top, unit)
             norm = 0.0
             for p in range(num_prompts):
                 norm += terms[p]
