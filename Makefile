@@ -16,7 +16,7 @@ CMAKE_ARGS = -DCMAKE_INSTALL_PREFIX=$(abspath $(VENV)) -DPython3_EXECUTABLE=$(ab
 .PHONY: setup demo test test-fast lint clean-build
 .DEFAULT_GOAL := setup
 
-setup: $(STAMPS)/requirements $(STAMPS)/package $(STAMPS)/msgs $(STAMPS)/tf2_msgs $(STAMPS)/share
+setup: $(STAMPS)/requirements $(STAMPS)/package $(STAMPS)/msgs $(STAMPS)/tf2_msgs $(STAMPS)/share $(STAMPS)/native
 
 $(VPY):
 	$(PYTHON) -m venv $(VENV)
@@ -57,6 +57,12 @@ $(STAMPS)/share: $(STAMPS)/msgs $(STAMPS)/package
 	ln -sfn $(CURDIR)/config $(VENV)/share/gausstr_ros/config
 	ln -sfn $(CURDIR)/launch $(VENV)/share/gausstr_ros/launch
 	ln -sf $(abspath $(VENV))/bin/occupancy_node $(VENV)/lib/gausstr_ros/occupancy_node
+	@touch $@
+
+# The C++ voxeliser kernel, compiled for this CPU by torch's extension builder into TORCH_EXTENSIONS_DIR
+# (gausstr_core/voxelize_native.py); without a compiler it says so and the numba kernel runs instead.
+$(STAMPS)/native: gausstr_core/csrc/splat_cpu.cpp gausstr_core/voxelize_native.py $(STAMPS)/package
+	$(VPY) -m gausstr_core.voxelize_native
 	@touch $@
 
 demo: setup

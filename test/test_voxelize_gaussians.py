@@ -1,5 +1,5 @@
 """voxelize_gaussians against a per-Gaussian NumPy loop; adversarial Gaussians; gradients; chunking;
-the fused numba kernel against the PyTorch path, and the fallback when numba is missing."""
+the fused kernels (C++ and numba) against the PyTorch path, and the fallbacks when they are missing."""
 
 from __future__ import annotations
 
@@ -9,13 +9,24 @@ import numpy as np
 import pytest
 import torch
 
-from gausstr_core import voxelize_fused
+from gausstr_core import voxelize_fused, voxelize_native
 from gausstr_core.geometry import covariance_from_scale_rotation, quat_to_rotmat
 from gausstr_core.grid import VoxelGrid
 from gausstr_core.voxelize import DEFAULT_EPS, RELATIVE_EPS, filter_gaussians, voxelize_gaussians
 
 # 20 x 20 x 18 voxels: not a multiple of the 8 x 8 x 16 tile on any axis.
 GRID = VoxelGrid(range=(-4.0, -4.0, -1.0, 4.0, 4.0, 6.2), size=0.4)
+
+
+@pytest.fixture(params=["native", "numba"])
+def fused_kernel(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Run the test with the C++ kernel (skipped when it is not built here), then with numba's alone."""
+    pytest.importorskip("numba")
+    if request.param == "native" and voxelize_native.module() is None:
+        pytest.skip(f"C++ kernel not built: {voxelize_native.unavailable_reason()}")
+    if request.param == "numba":
+        monkeypatch.setattr(voxelize_native, "module", lambda: None)
+    return request.param
 
 
 def reference_voxelize(means, covariances, opacities, features, grid, eps=DEFAULT_EPS):
@@ -157,8 +168,7 @@ def test_gradcheck_on_a_tiny_grid() -> None:
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-def test_fused_kernel_matches_torch_path(dtype: torch.dtype) -> None:
-    pytest.importorskip("numba")
+def test_fused_kernel_matches_torch_path(dtype: torch.dtype, fused_kernel: str) -> None:
     # Many overlapping, thin and rotated Gaussians (the kernel's z- and y-range cuts), all threads.
     gaussians = random_gaussians(300, 6, (0.02, 2.0), seed=6, dtype=dtype)
     gaussians[2] = gaussians[2].clamp(min=0.05)
@@ -177,16 +187,16 @@ def test_fused_kernel_matches_torch_path(dtype: torch.dtype) -> None:
     torch.testing.assert_close(fused[1], features, rtol=0, atol=tol * 1e2 * float(features.abs().max()))
 
 
-def test_fused_kernel_is_safe_from_several_threads() -> None:
-    """numba's workqueue layer (chosen so that its OpenMP layer does not slow PyTorch afterwards) runs one
-    parallel kernel at a time: concurrent callers (the node's inference and query threads) wait on the
-    lock instead of aborting the process, and get the single-thread results."""
+def test_fused_kernel_is_safe_from_several_threads(fused_kernel: str) -> None:
+    """Concurrent callers (the node's inference and query threads) get the single-call results: the C++
+    kernel keeps no shared state; numba's workqueue layer (chosen so that its OpenMP layer does not slow
+    PyTorch afterwards) runs one parallel kernel at a time, and its callers wait on the lock instead of
+    aborting the process."""
     import os
     from concurrent.futures import ThreadPoolExecutor
 
     import numba
 
-    pytest.importorskip("numba")
     scenes = [random_gaussians(60, 4, (0.05, 1.0), seed=s, dtype=torch.float32) for s in range(4)]
     expected = [voxelize_gaussians(*g, GRID, backend="fused") for g in scenes]
     with ThreadPoolExecutor(4) as pool:
@@ -194,15 +204,13 @@ def test_fused_kernel_is_safe_from_several_threads() -> None:
     for (density, features), (ref_density, ref_features) in zip(got, expected * 3):
         torch.testing.assert_close(density, ref_density, rtol=0, atol=0)
         torch.testing.assert_close(features, ref_features, rtol=0, atol=0)
-    if "NUMBA_THREADING_LAYER" not in os.environ:
+    if fused_kernel == "numba" and "NUMBA_THREADING_LAYER" not in os.environ:
         assert numba.threading_layer() == "workqueue"
 
 
 @pytest.mark.parametrize("backend", ["fused", "torch"])
-def test_features_out_is_filled_whole(backend: str) -> None:
+def test_features_out_is_filled_whole(backend: str, fused_kernel: str) -> None:
     """A reused buffer (stale values, NaN here) is overwritten everywhere: the result equals a fresh call's."""
-    if backend == "fused":
-        pytest.importorskip("numba")
     first = random_gaussians(40, 5, (0.05, 1.0), seed=11, dtype=torch.float32)
     second = random_gaussians(7, 5, (0.05, 0.3), seed=12, dtype=torch.float32)
     expected = voxelize_gaussians(*second, GRID, backend=backend)
@@ -215,6 +223,56 @@ def test_features_out_is_filled_whole(backend: str) -> None:
     if backend == "fused":
         with pytest.raises(ValueError, match="features_out must be a contiguous CPU torch.float32 tensor"):
             voxelize_gaussians(*second, GRID, backend="fused", features_out=torch.zeros(3, 3))
+
+
+def test_cpp_kernel_builds_where_a_compiler_is() -> None:
+    """The set-up builds the C++ kernel on any machine with a C++ compiler (else numba's runs, silently slower)."""
+    import shutil
+
+    if shutil.which("c++") is None and shutil.which("g++") is None:
+        pytest.skip("no C++ compiler on PATH")
+    assert voxelize_native.module() is not None, voxelize_native.unavailable_reason()
+    assert voxelize_native.max_channels() == 32
+
+
+def test_cpp_kernel_matches_numba_and_hands_over_wide_features(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Same results (float32 rounding) on a grid whose Z (18) is not a multiple of the kernel's 16 lanes; more
+    channels than it holds go to numba; arrays of the wrong kind are refused with their name."""
+    pytest.importorskip("numba")
+    native = voxelize_native.module()
+    if native is None:
+        pytest.skip(f"C++ kernel not built: {voxelize_native.unavailable_reason()}")
+    gaussians = random_gaussians(200, 33, (0.02, 2.0), seed=21, dtype=torch.float32)
+    few = [*gaussians[:3], gaussians[3][:, :32]]
+    cpp = voxelize_gaussians(*few, GRID, backend="fused")
+    wide = voxelize_gaussians(*gaussians, GRID, backend="fused")  # 33 channels: the numba kernel
+    monkeypatch.setattr(voxelize_native, "module", lambda: None)
+    numba_few = voxelize_gaussians(*few, GRID, backend="fused")
+    numba_wide = voxelize_gaussians(*gaussians, GRID, backend="fused")
+    peak = float(numba_few[0].max())
+    assert peak > 1.0
+    torch.testing.assert_close(cpp[0], numba_few[0], rtol=0, atol=1e-5 * peak)
+    torch.testing.assert_close(cpp[1], numba_few[1], rtol=0, atol=1e-4)
+    assert torch.equal(wide[0], numba_wide[0]) and torch.equal(wide[1], numba_wide[1])
+    good = dict(lo=np.zeros((1, 3), np.int64), hi=np.zeros((1, 3), np.int64), coef=np.zeros((1, 11)),
+                sources=np.zeros((1, 3), np.float32), density=np.zeros((2, 2, 2), np.float32),
+                weighted=np.zeros((2, 2, 2, 2), np.float32))
+    for name, bad in (("coef", np.zeros((1, 11), np.float32)), ("weighted", np.zeros((2, 2, 2, 3), np.float32)),
+                      ("density", np.zeros((2, 2, 2), np.float32)[:, ::-1])):
+        args = {**good, name: bad}
+        with pytest.raises(ValueError, match=f"splat_cpu: {name} "):
+            native.splat(args["lo"], args["hi"], args["coef"], args["sources"], 0.4, -30.0, 1e-6, False, 1,
+                         args["density"], args["weighted"])
+
+
+def test_cpp_kernel_can_be_switched_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GAUSSTR_NATIVE_KERNEL", "0")
+    voxelize_native._build.cache_clear()
+    try:
+        assert voxelize_native.module() is None and voxelize_native.max_channels() == 0
+        assert "GAUSSTR_NATIVE_KERNEL=0" in voxelize_native.unavailable_reason()
+    finally:
+        voxelize_native._build.cache_clear()
 
 
 def test_fallback_without_numba(monkeypatch: pytest.MonkeyPatch) -> None:
