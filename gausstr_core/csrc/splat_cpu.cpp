@@ -134,6 +134,7 @@ void splat_plane(const Args &a, int64_t x, std::vector<Reach> &reach, std::vecto
   weights.resize(reach.size());
 
   const vfloat cutoff = vfloat{} + static_cast<float>(a.cutoff), zero = {};
+  const vfloat floor = vfloat{} + static_cast<float>(a.floor);
   vfloat lane;
   for (int l = 0; l < LANES; ++l) lane[l] = static_cast<float>(l);
   for (int64_t y = 0; y < num_y; ++y) {
@@ -155,19 +156,22 @@ void splat_plane(const Args &a, int64_t x, std::vector<Reach> &reach, std::vecto
 #pragma GCC unroll 64
         for (int ch = 0; ch < NC; ++ch) acc[ch] += v[ch] * w;
       }
-      alignas(64) float sums[NC][LANES];
+      // features = sums / max(density, floor), zero where no weight (its sums are zero)
+      const vfloat density = acc[NC - 1];
+      const vfloat inverse = 1.0f / (density > floor ? density : floor);
+      alignas(64) float lanes[NC][LANES];
 #pragma GCC unroll 64
-      for (int ch = 0; ch < NC; ++ch) std::memcpy(sums[ch], &acc[ch], sizeof(vfloat));
+      for (int ch = 0; ch < NC - 1; ++ch) {
+        const vfloat feature = acc[ch] * inverse;
+        std::memcpy(lanes[ch], &feature, sizeof(vfloat));
+      }
+      std::memcpy(lanes[NC - 1], &density, sizeof(vfloat));
       const int64_t count = std::min<int64_t>(LANES, num_z - z0);
+      float *out = plane + (y * num_z + z0) * channels;
       for (int64_t l = 0; l < count; ++l) {
-        const int64_t voxel = y * num_z + z0 + l;
-        const float d = sums[NC - 1][l];
-        plane_density[voxel] = d;
-        if (d > 0) {
-          const float inverse = 1.0f / std::max(d, static_cast<float>(a.floor));
-          float *out = plane + voxel * channels;
-          for (int ch = 0; ch < channels; ++ch) out[ch] = sums[ch][l] * inverse;
-        }
+        plane_density[y * num_z + z0 + l] = lanes[NC - 1][l];
+#pragma GCC unroll 64
+        for (int ch = 0; ch < NC - 1; ++ch) out[l * channels + ch] = lanes[ch][l];
       }
     }
   }
