@@ -235,13 +235,12 @@ def depth_head(setting: Setting) -> dict[str, Any]:
         return {"skipped": "gausstr_core/model/depth_head.py is not there yet"}
     cfg, model = _model(setting, depth_head=True)
     x = inputs(cfg, 1, setting.device)
-    size = tuple(cfg.data.input_size)
     cams = (x["intrinsics"], x["cam2ego"], x["original_to_input"])
     with torch.no_grad(), setting.autocast():
         maps = model.encode(x["features"])
-        head_ms = setting.median_ms(lambda: model.predict_depth(maps, *cams, size))
+        head_ms = setting.median_ms(lambda: model.predict_depth(maps, x["images"], *cams))
         no_depth = {**x, "depths": None}
-        forward_ms = setting.median_ms(lambda: model(**no_depth, input_size=size))
+        forward_ms = setting.median_ms(lambda: model(**no_depth))
     print(f"depth head {head_ms:.1f} ms; GaussTR forward with the head's depth {forward_ms:.1f} ms")
     return {"depth_head_ms": head_ms, "forward_with_head_ms": forward_ms}
 

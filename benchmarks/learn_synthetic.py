@@ -122,7 +122,7 @@ def depth_abs_rel(model: torch.nn.Module, config: Config, source: str = "rendere
         truth = truths[index].depths
         if source == "head":
             cameras = (batch.intrinsics, batch.cam2ego, batch.original_to_input)
-            predicted = model.predict_depth(model.encode(batch.features), *cameras, tuple(truth.shape[-2:]))[0]
+            predicted = model.predict_depth(model.encode(batch.features), batch.images, *cameras)[0]
             errors += abs_rel_per_image(predicted, truth, config.train.far_depth)
             continue
         views = batch.features.shape[1]

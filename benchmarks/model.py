@@ -94,6 +94,7 @@ def inputs(cfg, batch: int, device: torch.device) -> dict[str, torch.Tensor]:
     return dict(
         features=torch.randn(batch, VIEWS, cfg.model.feature_dim, fh, fw, device=device),
         depths=torch.rand(batch, VIEWS, h, w, device=device) * 50 + 1,
+        images=torch.rand(batch, VIEWS, 3, h, w, device=device),
         intrinsics=k.expand(batch, VIEWS, 3, 3).to(device),
         cam2ego=torch.eye(4, device=device).expand(batch, VIEWS, 4, 4),
         original_to_input=torch.eye(3, device=device).expand(batch, VIEWS, 3, 3),

@@ -487,8 +487,10 @@ class OccupancyPredictor:
             self.model.check_inputs(features[None], None if depths is None else depths[None], *cameras)
             value_maps = self.model.encode(features[None])
         if depths is None:
+            if inputs.images is None:
+                raise ValueError("the model's depth head needs the views' images (none given)")
             with timer("depth"):
-                depths = self.model.predict_depth(value_maps, *cameras, tuple(self.config.data.input_size))[0]
+                depths = self.model.predict_depth(value_maps, inputs.images[None], *cameras)[0]
         with timer("model"):
             return self.model.decode(
                 value_maps, depths[None], *cameras, ref_points=self._reference_points(features.shape[0])

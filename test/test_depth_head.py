@@ -19,7 +19,7 @@ from gausstr_core.data.nuscenes import NuScenesReader
 from gausstr_core.losses import depth_loss, gausstr_losses
 from gausstr_core.model import GaussTR
 from gausstr_core.model.checkpoint import build_model_from_checkpoint, load_checkpoint, save_checkpoint
-from gausstr_core.model.depth_head import MIN_DEPTH, PRIOR_FAR, DepthHead, ray_channels
+from gausstr_core.model.depth_head import MIN_DEPTH, PRIOR_FAR, DepthHead, foot_prior, ray_channels
 from gausstr_core.predict import OccupancyPredictor
 from gausstr_core.prediction_io import load_sample_views
 from gausstr_core.train.loop import train
@@ -46,6 +46,11 @@ def _cameras(height: float = 1.5) -> tuple[torch.Tensor, torch.Tensor, torch.Ten
 def _features(cfg: ModelConfig, seed: int = 0) -> torch.Tensor:
     g = torch.Generator().manual_seed(seed)
     return torch.randn(B, N, cfg.feature_dim, H // cfg.patch_size, W // cfg.patch_size, generator=g)
+
+
+def _images(seed: int = 0) -> torch.Tensor:
+    """(B, N, 3, H, W) RGB in [0, 1]."""
+    return torch.rand(B, N, 3, H, W, generator=torch.Generator().manual_seed(seed))
 
 
 def _ground_depth(height: float = 1.5) -> torch.Tensor:
@@ -76,11 +81,13 @@ def test_head_output_is_bounded_at_the_input_size() -> None:
     maps = [torch.randn(2, 8, 8, 12) * 1e3, torch.randn(2, 8, 4, 6) * 1e3, torch.randn(2, 8, 2, 3) * 1e3]
     intrinsics, cam2ego, original_to_input = (t.flatten(0, 1) for t in _cameras())
     with torch.no_grad():
-        depth = head(maps, intrinsics, cam2ego, original_to_input, (H, W))
+        depth = head(maps, _images()[0], intrinsics, cam2ego, original_to_input)
     assert depth.shape == (2, H, W) and bool(torch.isfinite(depth).all())
     assert float(depth.min()) >= MIN_DEPTH * (1 - 1e-5) and float(depth.max()) <= 51.2 * (1 + 1e-5)
     with pytest.raises(ValueError, match="expected 3 neck maps"):
-        head(maps[:2], intrinsics, cam2ego, original_to_input, (H, W))
+        head(maps[:2], _images()[0], intrinsics, cam2ego, original_to_input)
+    with pytest.raises(ValueError, match=r"images must be \(M, 3, H, W\) with M = 2 views"):
+        head(maps, _images()[0, :1], intrinsics, cam2ego, original_to_input)
 
 
 def test_untrained_head_starts_at_the_flat_ground_depth_capped() -> None:
@@ -89,11 +96,26 @@ def test_untrained_head_starts_at_the_flat_ground_depth_capped() -> None:
     maps = [torch.randn(2, 8, 8, 12), torch.randn(2, 8, 4, 6), torch.randn(2, 8, 2, 3)]
     intrinsics, cam2ego, original_to_input = (t.flatten(0, 1) for t in _cameras())
     with torch.no_grad():
-        depth = head(maps, intrinsics, cam2ego, original_to_input, (H, W))
+        depth = head(maps, _images()[0], intrinsics, cam2ego, original_to_input)
     ground = _ground_depth().flatten(0, 1)
     expected = torch.where(ground > 0, ground, torch.full_like(ground, math.inf)).clamp(MIN_DEPTH, PRIOR_FAR)
     assert float(((depth - expected).abs() / expected).max()) < 0.02  # above the horizon: PRIOR_FAR
     assert bool((ground < PRIOR_FAR).any() & (ground > PRIOR_FAR).any() & (ground == 0).any())
+
+
+def test_foot_prior_carries_the_ground_depth_up_to_what_stands_on_it() -> None:
+    """A pole (not ground) on rows 2..5 of a column stands where the ground of row 6 is: its rows take that
+    depth; ground rows keep their own; a soft g mixes in what lies below."""
+    ground = torch.linspace(0.9, 0.2, 10)[None, :, None].repeat(1, 1, 3)  # far at the top, near at the bottom
+    is_ground = torch.ones(1, 10, 3)
+    is_ground[0, 2:6, 1] = 0.0
+    prior = foot_prior(ground, is_ground)
+    torch.testing.assert_close(prior[0, :, 0], ground[0, :, 0])
+    torch.testing.assert_close(prior[0, 2:6, 1], ground[0, 6, 1].expand(4))
+    torch.testing.assert_close(prior[0, 6:, 1], ground[0, 6:, 1])
+    is_ground[0, 4, 2] = 0.25
+    prior = foot_prior(ground, is_ground)
+    torch.testing.assert_close(prior[0, 4, 2], 0.25 * ground[0, 4, 2] + 0.75 * ground[0, 5, 2])
 
 
 def test_forward_without_depths_uses_the_head_and_equals_the_stages() -> None:
@@ -103,12 +125,15 @@ def test_forward_without_depths_uses_the_head_and_equals_the_stages() -> None:
     features, cameras = _features(cfg), _cameras()
     refs = model.sample_reference_points(B, N, deterministic=True)
     with torch.no_grad():
-        layers, head_depths = model(features, None, *cameras, ref_points=refs, return_depth=True)
+        images = _images()
+        layers, head_depths = model(features, None, *cameras, ref_points=refs, images=images, return_depth=True)
         maps = model.encode(features)
-        staged_depths = model.predict_depth(maps, *cameras, (H, W))
+        staged_depths = model.predict_depth(maps, images, *cameras)
         staged = model.decode(maps, staged_depths, *cameras, ref_points=refs)
         given = model(features, head_depths, *cameras, ref_points=refs)
-        other = model(features, head_depths * 2, *cameras, ref_points=refs, return_depth=True)
+        other = model(features, head_depths * 2, *cameras, ref_points=refs, images=images, return_depth=True)
+        with pytest.raises(ValueError, match="the depth head needs the network-input images"):
+            model(features, None, *cameras)
     assert head_depths.shape == (B, N, H, W)
     torch.testing.assert_close(head_depths, staged_depths)
     torch.testing.assert_close(layers[-1].means, staged[-1].means)
@@ -126,9 +151,9 @@ def test_a_model_without_head_needs_depths() -> None:
     with pytest.raises(ValueError, match="no depth head"):
         model(features, None, *cameras)
     with pytest.raises(ValueError, match="return_depth needs the depth head"):
-        model(features, _ground_depth() + 1, *cameras, return_depth=True)
+        model(features, _ground_depth() + 1, *cameras, images=_images(), return_depth=True)
     with pytest.raises(ValueError, match="no depth head"):
-        model.predict_depth(model.encode(features), *cameras, (H, W))
+        model.predict_depth(model.encode(features), _images(), *cameras)
 
 
 def test_loss_adds_the_head_term_with_its_weight() -> None:
@@ -138,7 +163,7 @@ def test_loss_adds_the_head_term_with_its_weight() -> None:
     features, cameras = _features(cfg), _cameras()
     intrinsics, cam2ego, original_to_input = cameras
     target = _ground_depth() + 80.0 * (_ground_depth() == 0)  # sky beyond the range
-    layers, head_depths = model(features, target, *cameras, return_depth=True)
+    layers, head_depths = model(features, target, *cameras, images=_images(), return_depth=True)
     train_cfg = TrainConfig(pca_dims=4, depth_head_weight=0.5)
     total, terms = gausstr_losses(layers, features, target, cam2ego, intrinsics, original_to_input, train_cfg,
                                   head_depths=head_depths)
@@ -163,8 +188,9 @@ def test_head_learns_a_wall_beyond_the_ground() -> None:
     target = torch.where((ground > 0) & (ground < 6.0), ground, torch.full_like(ground, 6.0))
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
     errors = []
+    images = _images()
     for _ in range(60):
-        depth = model.predict_depth(model.encode(features), *cameras, (H, W))
+        depth = model.predict_depth(model.encode(features), images, *cameras)
         silog, l1 = depth_loss(depth, target, far_depth=math.inf)
         errors.append(float(((depth.detach() - target).abs() / target).mean()))
         optimizer.zero_grad()
@@ -225,8 +251,7 @@ def test_predictor_takes_depth_from_the_model(world: dict) -> None:
     with torch.no_grad():
         maps = predictor.model.encode(features[None])
         head_depths = predictor.model.predict_depth(
-            maps, inputs.intrinsics[None], inputs.cam2ego[None], inputs.original_to_input[None],
-            tuple(data.input_size))[0]
+            maps, inputs.images[None], inputs.intrinsics[None], inputs.cam2ego[None], inputs.original_to_input[None])[0]
     given = predictor.predict(dataclasses.replace(views, depths=head_depths, original_to_input=inputs.original_to_input,
                                                   images=inputs.images))
     assert torch.equal(given.labels, prediction.labels)

@@ -89,25 +89,24 @@ class GaussTR(nn.Module):
     def forward(
         self, features: torch.Tensor, depths: torch.Tensor | None, intrinsics: torch.Tensor, cam2ego: torch.Tensor,
         original_to_input: torch.Tensor, *, ref_points: torch.Tensor | None = None,
-        input_size: tuple[int, int] | None = None, return_depth: bool = False,
+        images: torch.Tensor | None = None, return_depth: bool = False,
     ) -> list[Gaussians] | tuple[list[Gaussians], torch.Tensor]:
         """features (B, N, C, h, w) foundation features; depths (B, N, H, W) metric depth at network-input
-        size (H, W), m, or None (the depth head's, at input_size, default (h, w) x patch_size);
-        intrinsics (B, N, 3, 3) original-pixel K; cam2ego (B, N, 4, 4); original_to_input (B, N, 3, 3)
-        original -> input pixels; ref_points (B, N, Q, 2) in [0, 1] or None.
+        size (H, W), m, or None (then the depth head's); intrinsics (B, N, 3, 3) original-pixel K; cam2ego
+        (B, N, 4, 4); original_to_input (B, N, 3, 3) original -> input pixels; ref_points (B, N, Q, 2) in
+        [0, 1] or None; images (B, N, 3, H, W) RGB in [0, 1] at network-input size: what the depth head
+        needs besides the features (with depths None or return_depth).
         Returns one Gaussians (B, N*Q, ...) per decoder layer; with return_depth, also the depth
         head's (B, N, H, W) depth, m."""
         self.check_inputs(features, depths, intrinsics, cam2ego, original_to_input, ref_points)
         if return_depth and self.depth_head is None:
             raise ValueError("GaussTR: return_depth needs the depth head (model.depth_head: true)")
-        if depths is not None:
-            input_size = tuple(depths.shape[-2:])
-        elif input_size is None:
-            input_size = (features.shape[-2] * self.cfg.patch_size, features.shape[-1] * self.cfg.patch_size)
         value_maps = self.encode(features)
         head_depths = None
         if depths is None or return_depth:
-            head_depths = self.predict_depth(value_maps, intrinsics, cam2ego, original_to_input, input_size)
+            if images is None:
+                raise ValueError("GaussTR: the depth head needs the network-input images (images=...)")
+            head_depths = self.predict_depth(value_maps, images, intrinsics, cam2ego, original_to_input)
         layers = self.decode(value_maps, head_depths if depths is None else depths, intrinsics, cam2ego,
                              original_to_input, ref_points)
         return (layers, head_depths) if return_depth else layers
@@ -118,16 +117,19 @@ class GaussTR(nn.Module):
         return [m.contiguous(memory_format=torch.channels_last) for m in self.neck(features.flatten(0, 1))]
 
     def predict_depth(
-        self, value_maps: list[torch.Tensor], intrinsics: torch.Tensor, cam2ego: torch.Tensor,
-        original_to_input: torch.Tensor, input_size: tuple[int, int],
+        self, value_maps: list[torch.Tensor], images: torch.Tensor, intrinsics: torch.Tensor, cam2ego: torch.Tensor,
+        original_to_input: torch.Tensor,
     ) -> torch.Tensor:
-        """Depth head: encode's maps of B x N views -> (B, N, H, W) metric depth at input_size (H, W), m,
-        in [depth_head.MIN_DEPTH, cfg.depth_max]; intrinsics, original_to_input (B, N, 3, 3); cam2ego (B, N, 4, 4)."""
+        """Depth head: encode's maps of B x N views and their images (B, N, 3, H, W) in [0, 1] at network-input
+        size -> (B, N, H, W) metric depth, m, in [depth_head.MIN_DEPTH, cfg.depth_max]; intrinsics,
+        original_to_input (B, N, 3, 3); cam2ego (B, N, 4, 4)."""
         if self.depth_head is None:
             raise ValueError("GaussTR: this model has no depth head (model.depth_head: false); give depth maps")
         b, n = intrinsics.shape[:2]
-        depths = self.depth_head(value_maps, intrinsics.flatten(0, 1), cam2ego.flatten(0, 1),
-                                 original_to_input.flatten(0, 1), input_size)
+        if images.dim() != 5 or tuple(images.shape[:3]) != (b, n, 3):
+            raise ValueError(f"GaussTR: images must have shape ({b}, {n}, 3, H, W), got {tuple(images.shape)}")
+        depths = self.depth_head(value_maps, images.flatten(0, 1), intrinsics.flatten(0, 1), cam2ego.flatten(0, 1),
+                                 original_to_input.flatten(0, 1))
         return depths.unflatten(0, (b, n))
 
     def decode(

@@ -256,7 +256,7 @@ class _Trainer:
         with torch.autocast(self.info.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
             with_head = self.model.depth_head is not None  # it learns the depth maps the Gaussians sample
             out = net(features, batch.depths, batch.intrinsics, batch.cam2ego, batch.original_to_input,
-                      return_depth=with_head)
+                      images=batch.images if with_head else None, return_depth=with_head)
             layers, head_depths = out if with_head else (out, None)
             total, terms = gausstr_losses(
                 layers,
@@ -297,11 +297,11 @@ class _Trainer:
         batch = batch.to(self.info.device)
         if batch.features is None or batch.depths is None:
             raise ValueError(f"batch {batch.tokens}: the depth-head phase needs feature maps and depth maps")
-        size = tuple(batch.depths.shape[-2:])
         with torch.autocast(self.info.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
             with torch.no_grad():
                 maps = self.model.encode(batch.features)
-            depths = self.model.predict_depth(maps, batch.intrinsics, batch.cam2ego, batch.original_to_input, size)
+            depths = self.model.predict_depth(maps, batch.images, batch.intrinsics, batch.cam2ego,
+                                              batch.original_to_input)
             total, terms = depth_head_loss(depths, batch.depths, self.config.train)
         head = list(self.model.depth_head.parameters())
         self.optimizer.zero_grad(set_to_none=True)
