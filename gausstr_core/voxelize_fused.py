@@ -112,15 +112,15 @@ def splat(
     else:
         weighted, reused = features_out, True
     coef = _column_coefficients(means, tables, opacities, origin, size)
-    # (C + 1, N): the features and a row of ones (the density channel)
-    sources = torch.cat([features.detach().T, features.new_ones(1, features.shape[0])])
+    # (N, C + 1): the features and a column of ones (the density channel)
+    sources = torch.cat([features.detach(), features.new_ones(features.shape[0], 1)], dim=1)
     native = voxelize_native.module() if dtype == torch.float32 else None
     if native is not None and channels <= native.max_channels:
-        native.splat(lo.contiguous().numpy(), hi.contiguous().numpy(), coef, sources.T.contiguous().numpy(),
+        native.splat(lo.contiguous().numpy(), hi.contiguous().numpy(), coef, sources.contiguous().numpy(),
                      float(size), CUTOFF_LOG2[dtype] * _LN2, float(feature_floor), reused,
                      max(1, torch.get_num_threads()), density.numpy(), weighted.numpy())
         return density, weighted
-    sources = sources.contiguous().numpy()
+    sources = sources.T.contiguous().numpy()  # (C + 1, N): one channel's values are contiguous
     threads = max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS, dims[0]))
     # Per thread: one block's channel-first sums (C + 1, BLOCK_ROWS * Z), GROUP Gaussians' patches there (three
     # rows more: _gaussian_patch writes four at a time), and the (Gaussian, first row, last row) of the Gaussians
@@ -193,7 +193,9 @@ def _splat_kernel(lo, hi, coef, sources, size, cutoff, floor, scratch, patches, 
         sums = scratch[t]
         reach = spans[t]  # (N, 3): Gaussian, first row, last row of the Gaussians reaching the plane
         members = np.empty((GROUP, 3), dtype=np.int64)  # the Gaussians of the current group, as reach
-        lanes = np.empty((2, num_z), dtype=scratch.dtype)  # _gaussian_patch's per-z constants
+        lanes = np.empty((2, num_z), dtype=scratch.dtype)  # _gaussian_patch's per-z k and box opacity
+        for k in range(num_z):
+            lanes[0, k] = k
         for x in range(t, num_x, threads):
             if clear:
                 weighted[x].reshape(-1)[:] = 0
@@ -327,7 +329,7 @@ def _gaussian_patch(g, x, y_lo, y_hi, block, lo, hi, coef, size, cutoff, num_z, 
     coef (N, 11): from _column_coefficients. Rows are written whole (zeros outside the box's z range
     and where the weight is below the cutoff), four at a time (independent dependency chains for the
     exponential; up to three rows past y_hi are written too: patch holds BLOCK_ROWS + 3 rows), in patch's
-    dtype (float32: twice the vector lanes of float64, within a few float32 ulps). lanes: (2, Z) scratch.
+    dtype (float32: twice the vector lanes of float64, within a few float32 ulps). lanes: (2, Z), row 0 = k.
     Returns (first, last): the rows holding a weight (first > last: none).
     """
     real = patch.dtype.type
@@ -337,9 +339,8 @@ def _gaussian_patch(g, x, y_lo, y_hi, block, lo, hi, coef, size, cutoff, num_z, 
     q_x, q_xy = q_xx * dx * dx, q_xy2 * dx
     u_x = step * 0.5 - s * rel_z - c_x * dx
     lane_cutoff, lane_step = real(cutoff), real(step)
-    index, box = lanes[0], lanes[1]  # per z voxel: k, and the opacity inside the box's z range (else 0)
+    index, box = lanes[0], lanes[1]  # per z voxel: k (set by the caller), the opacity inside the box's z range
     for k in range(num_z):
-        index[k] = k
         box[k] = opacity if lo[g, 2] <= k <= hi[g, 2] else 0.0
     first, last = _NO_ROW, -1
     # ln(w / opacity) at (y, k) = q(dy) - (s dz_k - centre_z)^2 = q - (k step + u_0)^2, dz_k = (k + 0.5) size - rel_z,

@@ -1,5 +1,5 @@
 // Fused CPU voxeliser kernel (float32), built by gausstr_core/voxelize_native.py with torch's extension
-// builder. Same inputs as the numba kernel of gausstr_core/voxelize_fused.py (its module docstring has
+// builder. The same coefficients as the numba kernel of gausstr_core/voxelize_fused.py (its docstring has
 // the maths) and the same results within float32 rounding (the exponential differs: see
 // exp_above_cutoff); the loop order differs: per (x, y) column and 16 z voxels at a time (GCC vector
 // types), first the weights of every Gaussian reaching the column (independent iterations, so the

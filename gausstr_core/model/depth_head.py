@@ -129,13 +129,13 @@ class DepthHead(nn.Module):
         # g's first layer is 1x1 on [upsampled maps, stem, rays]: its maps part runs at the map size and is
         # upsampled after (bilinear interpolation commutes with a per-pixel linear map), which saves upsampling
         # and concatenating the maps' channels at the input size.
-        first, *rest = self.ground
+        first = self.ground[0]
         hidden = x.shape[1]
         coarse = F.interpolate(F.conv2d(x, first.weight[:, :hidden]), size=input_size, mode="bilinear",
                                align_corners=False)
         pixels = torch.cat([self.stem(images.to(x.dtype)), full_rays.to(x.dtype)], dim=1)
         hidden_g = coarse + F.conv2d(pixels, first.weight[:, hidden:], first.bias)
-        is_ground = torch.sigmoid(nn.Sequential(*rest)(hidden_g).float())[:, 0]
+        is_ground = torch.sigmoid(self.ground[1:](hidden_g).float())[:, 0]
         log_min, log_max = math.log(self.min_depth), math.log(self.max_depth)
         far = (math.log(PRIOR_FAR) - log_min) / (log_max - log_min)
         prior = foot_prior(full_rays[:, 1].clamp(max=far), is_ground)
