@@ -133,7 +133,6 @@ class TrainConfig:
     depth_l1_weight: float = 0.2
     segment_loss_weight: float = 1.0
     depth_head_weight: float = 1.0  # depth head loss (silog + depth_l1_weight * l1 against the depth maps)
-    depth_head_ground_weight: float = 1.0  # its ground-probability term (losses.ground_loss), inside the above
     # fraction of the budget (max_seconds, else max_steps, else the epochs), at its end, in which only
     # the depth head trains, on its loss alone: no rendering, everything else frozen (train/loop.py)
     depth_head_phase: float = 0.0
@@ -162,10 +161,6 @@ class TrainConfig:
             )
         if not 0.0 <= self.depth_head_phase < 1.0:
             raise ValueError(f"config: train.depth_head_phase must be in [0, 1), got {self.depth_head_phase}")
-        if self.depth_head_ground_weight < 0:
-            raise ValueError(
-                f"config: train.depth_head_ground_weight must be >= 0, got {self.depth_head_ground_weight}"
-            )
         if isinstance(self.amp, bool):
             self.amp = "bf16" if self.amp else "off"
         if self.amp not in AMP_MODES:

@@ -14,12 +14,10 @@ import torch.nn.functional as F
 
 from gausstr_core.config import TrainConfig
 from gausstr_core.gaussians import Gaussians
-from gausstr_core.model.depth_head import HeadDepths
 from gausstr_core.render import RenderOutput, render_gaussians
 
 DEPTH_EPS = 1e-6  # targets at or below this are ignored; rendered depth is clamped to it before log
 # (the authors' SiLog: mmseg SiLogLoss with its default eps)
-GROUND_TOLERANCE = 0.1  # |log target - log ground-plane depth| below which a pixel counts as ground
 
 
 def pca_project(target: torch.Tensor, q: int = 128, niter: int = 4) -> torch.Tensor:
@@ -108,7 +106,7 @@ def gausstr_losses(
     segmentation: torch.Tensor | None = None,
     segment_head: Callable[[torch.Tensor, int], torch.Tensor] | None = None,
     render_fn: Callable[..., RenderOutput] = render_gaussians,
-    head_depths: HeadDepths | None = None,
+    head_depths: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Total loss of all decoder layers (equal weights, summed) and the detached terms to log.
 
@@ -118,11 +116,11 @@ def gausstr_losses(
     segmentation: optional (B, N, H, W) int64 labels (0 = ignore), needs segment_head(features,
     layer) mapping channel-last rendered features (B, N, H, W, q) of decoder layer `layer` to
     (B, N, H, W, classes) logits (as `gausstr_core.model` SegmentHead).
-    head_depths: optional HeadDepths (each (B, N, H, W)) of the model's depth head, trained towards
-    target_depths (depth_head_loss, added to the total).
+    head_depths: optional (B, N, H, W) m of the model's depth head, trained towards target_depths
+    (depth_head_loss, added to the total).
     The PCA basis comes from the target features once and is shared by all layers.
     Terms: 'layer{i}/{feature,depth_silog,depth_l1,segment,total}' and the sums over layers
-    without the prefix, 'depth_head/{silog,l1,ground}' with a depth head; 'total' is the weighted loss
+    without the prefix, 'depth_head/{silog,l1}' with a depth head; 'total' is the weighted loss
     that is returned.
     """
     if not layers:
@@ -169,40 +167,11 @@ def gausstr_losses(
 
 
 def depth_head_loss(
-    head: HeadDepths, target_depths: torch.Tensor, cfg: TrainConfig
+    head_depths: torch.Tensor, target_depths: torch.Tensor, cfg: TrainConfig
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """The depth head's loss: depth_head_weight x (silog + depth_l1_weight x l1 + depth_head_ground_weight
-    x ground) of the head's depth against target_depths clamped to far_depth (sky and beyond: the far end
-    of the range, not transparency); ground is ground_loss of its g. Each (B, N, H, W). Returns it and the
-    detached terms 'depth_head/silog', 'depth_head/l1', 'depth_head/ground'."""
-    silog, l1 = depth_loss(head.depth, target_depths.clamp(max=cfg.far_depth), far_depth=float("inf"))
-    ground = ground_loss(head.ground, head.plane, target_depths, cfg.far_depth)
-    total = cfg.depth_head_weight * (silog + cfg.depth_l1_weight * l1 + cfg.depth_head_ground_weight * ground)
-    return total, {"depth_head/silog": silog.detach(), "depth_head/l1": l1.detach(),
-                   "depth_head/ground": ground.detach()}
-
-
-def ground_labels(
-    plane: torch.Tensor, target_depths: torch.Tensor, far_depth: float
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Which pixels show the ground, read off the depth target: (labels, valid), bool, each (..., H, W).
-
-    plane: the optical depth (m) where each pixel's ray meets the ego ground plane, 0 where it never does;
-    target_depths m. A pixel is ground when its target depth is within GROUND_TOLERANCE (log) of the plane
-    depth; valid are the pixels with 0 < target < far_depth (no sky, nothing beyond the range)."""
-    valid = (target_depths > DEPTH_EPS) & (target_depths < far_depth)
-    close = (target_depths.clamp(min=DEPTH_EPS).log() - plane.clamp(min=DEPTH_EPS).log()).abs() < GROUND_TOLERANCE
-    return close & (plane > 0) & valid, valid
-
-
-def ground_loss(
-    ground: torch.Tensor, plane: torch.Tensor, target_depths: torch.Tensor, far_depth: float
-) -> torch.Tensor:
-    """Binary cross-entropy of the ground probability g (..., H, W) against ground_labels, over their
-    valid pixels (0 when there are none). g learns the ground outline directly from the depth target
-    instead of only through the foot-depth scan (model/depth_head.py)."""
-    labels, valid = ground_labels(plane, target_depths, far_depth)
-    if not valid.any():
-        return ground.sum() * 0.0
-    probability = ground.float()[valid].clamp(1e-6, 1 - 1e-6)
-    return F.binary_cross_entropy(probability, labels[valid].float())
+    """The depth head's loss: depth_head_weight x (silog + depth_l1_weight x l1) of head_depths against
+    target_depths clamped to far_depth (sky and beyond: the far end of the range, not transparency);
+    both (B, N, H, W) m. Returns it and the detached terms 'depth_head/silog', 'depth_head/l1'."""
+    silog, l1 = depth_loss(head_depths, target_depths.clamp(max=cfg.far_depth), far_depth=float("inf"))
+    total = cfg.depth_head_weight * (silog + cfg.depth_l1_weight * l1)
+    return total, {"depth_head/silog": silog.detach(), "depth_head/l1": l1.detach()}

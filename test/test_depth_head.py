@@ -16,14 +16,7 @@ from gausstr_core.cli.run_config import run_config
 from gausstr_core.cli.train import build_parser, config_from_args
 from gausstr_core.config import ModelConfig, TrainConfig
 from gausstr_core.data.nuscenes import NuScenesReader
-from gausstr_core.losses import (
-    GROUND_TOLERANCE,
-    depth_head_loss,
-    depth_loss,
-    gausstr_losses,
-    ground_labels,
-    ground_loss,
-)
+from gausstr_core.losses import depth_loss, gausstr_losses
 from gausstr_core.model import GaussTR
 from gausstr_core.model.checkpoint import build_model_from_checkpoint, load_checkpoint, save_checkpoint
 from gausstr_core.model.depth_head import MIN_DEPTH, PRIOR_FAR, DepthHead, foot_prior, ray_channels
@@ -133,30 +126,20 @@ def test_forward_without_depths_uses_the_head_and_equals_the_stages() -> None:
     refs = model.sample_reference_points(B, N, deterministic=True)
     with torch.no_grad():
         images = _images()
-        layers, head = model(features, None, *cameras, ref_points=refs, images=images, return_depth=True)
-        head_depths = head.depth
+        layers, head_depths = model(features, None, *cameras, ref_points=refs, images=images, return_depth=True)
         maps = model.encode(features)
         staged_depths = model.predict_depth(maps, images, *cameras)
-        staged_head = model.predict_depth(maps, images, *cameras, with_ground=True)
         staged = model.decode(maps, staged_depths, *cameras, ref_points=refs)
         given = model(features, head_depths, *cameras, ref_points=refs)
         other = model(features, head_depths * 2, *cameras, ref_points=refs, images=images, return_depth=True)
         with pytest.raises(ValueError, match="the depth head needs the network-input images"):
             model(features, None, *cameras)
-    assert head_depths.shape == head.ground.shape == head.plane.shape == (B, N, H, W)
+    assert head_depths.shape == (B, N, H, W)
     torch.testing.assert_close(head_depths, staged_depths)
-    for got, want in zip(head, staged_head):
-        torch.testing.assert_close(got, want)
-    assert ((head.ground > 0) & (head.ground < 1)).all()
-    # The plane depth is the ray's ground depth where it descends (the fixture's level rig), 0 above the horizon.
-    ground = _ground_depth()
-    below = ground > 0
-    torch.testing.assert_close(head.plane[below], ground[below].clamp(max=cfg.depth_max), rtol=1e-4, atol=1e-4)
-    assert (head.plane[~below] == 0).all()
     torch.testing.assert_close(layers[-1].means, staged[-1].means)
     torch.testing.assert_close(layers[-1].means, given[-1].means)
     # Given depths drive the Gaussians; the head's depth is still returned, unchanged.
-    torch.testing.assert_close(other[1].depth, head_depths)
+    torch.testing.assert_close(other[1], head_depths)
     assert not torch.allclose(other[0][-1].means, layers[-1].means)
 
 
@@ -180,44 +163,23 @@ def test_loss_adds_the_head_term_with_its_weight() -> None:
     features, cameras = _features(cfg), _cameras()
     intrinsics, cam2ego, original_to_input = cameras
     target = _ground_depth() + 80.0 * (_ground_depth() == 0)  # sky beyond the range
-    layers, head = model(features, target, *cameras, images=_images(), return_depth=True)
-    train_cfg = TrainConfig(pca_dims=4, depth_head_weight=0.5, depth_head_ground_weight=0.25)
+    layers, head_depths = model(features, target, *cameras, images=_images(), return_depth=True)
+    train_cfg = TrainConfig(pca_dims=4, depth_head_weight=0.5)
     total, terms = gausstr_losses(layers, features, target, cam2ego, intrinsics, original_to_input, train_cfg,
-                                  head_depths=head)
-    silog, l1 = depth_loss(head.depth, target.clamp(max=train_cfg.far_depth), far_depth=math.inf)
-    ground = ground_loss(head.ground, head.plane, target, train_cfg.far_depth)
+                                  head_depths=head_depths)
+    silog, l1 = depth_loss(head_depths, target.clamp(max=train_cfg.far_depth), far_depth=math.inf)
     torch.testing.assert_close(terms["depth_head/silog"], silog.detach())
     torch.testing.assert_close(terms["depth_head/l1"], l1.detach())
-    torch.testing.assert_close(terms["depth_head/ground"], ground.detach())
     layer_totals = sum(terms[f"layer{i}/total"] for i in range(cfg.num_layers))
-    head_total = silog + train_cfg.depth_l1_weight * l1 + 0.25 * ground
-    torch.testing.assert_close(total.detach(), layer_totals + 0.5 * head_total.detach())
+    torch.testing.assert_close(total.detach(), layer_totals + 0.5 * (silog + train_cfg.depth_l1_weight * l1).detach())
     torch.testing.assert_close(terms["total"], total.detach())
     total.backward()
     assert all(p.grad is not None and p.grad.any() for p in model.depth_head.parameters())
 
 
-def test_ground_labels_come_from_the_depth_target() -> None:
-    ground = _ground_depth()
-    target = torch.where((ground > 0) & (ground < 6.0), ground, torch.full_like(ground, 6.0))  # a wall at 6 m
-    target[..., 0, :] = 0.0  # no measurement
-    target[..., 1, :] = 80.0  # beyond the range
-    plane = torch.where(ground > 0, ground, torch.zeros_like(ground))
-    near_ground = target * math.exp(0.5 * GROUND_TOLERANCE)  # within the tolerance: still ground
-    labels, valid = ground_labels(plane, target, far_depth=51.2)
-    assert torch.equal(valid, (target > 0) & (target < 51.2))
-    assert torch.equal(labels, valid & (ground > 0) & (ground < 6.0))
-    assert torch.equal(ground_labels(plane, torch.where(labels, near_ground, target), 51.2)[0], labels)
-    assert torch.equal(ground_labels(plane, torch.where(labels, 1.2 * target, target), 51.2)[0],
-                       labels & False)  # 18 % off the plane is not ground
-    perfect = ground_loss(labels.float(), plane, target, 51.2)
-    assert float(perfect) < 1e-4 < float(ground_loss(1 - labels.float(), plane, target, 51.2))
-    assert float(ground_loss(labels.float(), plane, torch.zeros_like(target), 51.2)) == 0.0  # nothing valid
-
-
 def test_head_learns_a_wall_beyond_the_ground() -> None:
     """From constant features (no depth cue but the rays) the head learns a wall 6 m ahead: the ground
-    prior's depth where the ground is nearer, 6 m elsewhere; its ground term teaches g the wall's outline."""
+    prior's depth where the ground is nearer, 6 m elsewhere."""
     torch.manual_seed(0)
     cfg = _config()
     model = GaussTR(cfg).train()
@@ -228,16 +190,13 @@ def test_head_learns_a_wall_beyond_the_ground() -> None:
     errors = []
     images = _images()
     for _ in range(60):
-        head = model.predict_depth(model.encode(features), images, *cameras, with_ground=True)
-        loss, _ = depth_head_loss(head, target, TrainConfig())
-        errors.append(float(((head.depth.detach() - target).abs() / target).mean()))
+        depth = model.predict_depth(model.encode(features), images, *cameras)
+        silog, l1 = depth_loss(depth, target, far_depth=math.inf)
+        errors.append(float(((depth.detach() - target).abs() / target).mean()))
         optimizer.zero_grad()
-        loss.backward()
+        (silog + 0.2 * l1).backward()
         optimizer.step()
     assert errors[-1] < 0.5 * errors[0], errors
-    labels, valid = ground_labels(head.plane, target, 51.2)
-    accuracy = ((head.ground.detach() > 0.5) == labels)[valid].float().mean()
-    assert float(accuracy) > 0.9, float(accuracy)
 
 
 def test_checkpoint_records_the_head_and_old_checkpoints_load(tmp_path: Path) -> None:
@@ -336,8 +295,7 @@ def test_depth_head_phase_trains_only_the_head(tiny_train_args: list[str], tmp_p
     config = config_from_args(build_parser().parse_intermixed_args([*argv, "train.depth_head_phase=0.5"]))
     phase = train(config, device="cpu", resume=joint.last_checkpoint, max_steps=4, show_progress=False)
     assert phase.steps == 4 and phase.head_phase_start == 0
-    assert all(set(t) == {"depth_head/silog", "depth_head/l1", "depth_head/ground", "total", "grad_norm", "lr"}
-               for t in phase.terms)
+    assert all(set(t) == {"depth_head/silog", "depth_head/l1", "total", "grad_norm", "lr"} for t in phase.terms)
     after = load_checkpoint(phase.last_checkpoint)["state_dict"]
     head = [k for k in after if k.startswith("depth_head.")]
     assert head and all(not torch.equal(after[k], before[k]) for k in head if k.endswith("weight"))

@@ -14,8 +14,7 @@ pixel's ray meets the ego ground plane, capped at PRIOR_FAR. A pixel on somethin
 ground (a pole, a trunk, a facade) thus starts at the depth of the ground where that thing stands:
 with level cameras a vertical structure keeps its optical depth up its image column. g starts near 1
 (GROUND_BIAS), so the untrained head starts at the flat ground (capped), which the training then
-corrects; besides the depth loss, g learns the ground outline directly from labels read off the depth
-target (losses.ground_loss), which is why the head returns it (HeadDepths) for training. The cap keeps the sigmoid off its flat end: with the prior at d_max (every ray above the
+corrects. The cap keeps the sigmoid off its flat end: with the prior at d_max (every ray above the
 horizon) its slope is 1 % of the centre's, and the objects seen there (mostly nearer than 20 m)
 learnt slowly: held-out abs rel 0.44 uncapped vs 0.28 capped after the same 400 head steps; the foot
 scan with the image-guided g then brought 0.232 to 0.188 after 900 (docs/learning.md).
@@ -29,7 +28,6 @@ and the resize only.
 from __future__ import annotations
 
 import math
-from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -44,17 +42,6 @@ PRIOR_FAR = 20.0  # m: and to at most this depth's normalised log (the module do
 GROUND_BIAS = 4.0  # initial logit of the ground probability g: sigmoid(4) = 0.98, the flat-ground start
 IMAGE_STEM = 16  # channels of the image stem behind g
 GROUND_HIDDEN = 32  # hidden channels of g's per-pixel layers
-
-
-class HeadDepths(NamedTuple):
-    """The head's output with what its training loss needs besides the depth, each (..., H, W) at the network
-    input size: depth m; ground the probability g that the pixel shows the ground; plane the optical depth
-    (m) at which the pixel's ray meets the ego ground plane, clamped to [min_depth, max_depth], 0 where
-    the ray never descends to it."""
-
-    depth: torch.Tensor
-    ground: torch.Tensor
-    plane: torch.Tensor
 
 
 def ray_channels(
@@ -93,9 +80,8 @@ class DepthHead(nn.Module):
     """Neck maps -> metric depth (see the module docstring).
 
     Call: `head(maps, images, intrinsics, cam2ego, original_to_input) -> (M, H, W)` m in
-    [min_depth, max_depth], or with with_ground=True the HeadDepths (depth, g, ground-plane depth);
-    maps: the neck's levels, finest first, each (M, in_channels, h_l, w_l) (M = B * N views);
-    images: (M, 3, H, W) RGB in [0, 1] at the network input size (H, W);
+    [min_depth, max_depth]; maps: the neck's levels, finest first, each (M, in_channels, h_l, w_l)
+    (M = B * N views); images: (M, 3, H, W) RGB in [0, 1] at the network input size (H, W);
     intrinsics, original_to_input (M, 3, 3); cam2ego (M, 4, 4).
     """
 
@@ -122,8 +108,8 @@ class DepthHead(nn.Module):
 
     def forward(
         self, maps: list[torch.Tensor], images: torch.Tensor, intrinsics: torch.Tensor, cam2ego: torch.Tensor,
-        original_to_input: torch.Tensor, with_ground: bool = False,
-    ) -> torch.Tensor | HeadDepths:
+        original_to_input: torch.Tensor,
+    ) -> torch.Tensor:
         if len(maps) != len(self.lateral):
             raise ValueError(f"DepthHead: expected {len(self.lateral)} neck maps, got {len(maps)}")
         if images.dim() != 4 or images.shape[:2] != (maps[0].shape[0], 3):
@@ -154,11 +140,7 @@ class DepthHead(nn.Module):
         far = (math.log(PRIOR_FAR) - log_min) / (log_max - log_min)
         prior = foot_prior(full_rays[:, 1].clamp(max=far), is_ground)
         logit = torch.logit(prior.clamp(PRIOR_MARGIN, 1 - PRIOR_MARGIN)) + residual
-        depth = torch.exp(log_min + torch.sigmoid(logit) * (log_max - log_min))
-        if not with_ground:
-            return depth
-        plane = torch.exp(log_min + full_rays[:, 1] * (log_max - log_min)) * full_rays[:, 2]
-        return HeadDepths(depth, is_ground, plane)
+        return torch.exp(log_min + torch.sigmoid(logit) * (log_max - log_min))
 
 
 def foot_prior(ground: torch.Tensor, is_ground: torch.Tensor) -> torch.Tensor:

@@ -8,7 +8,7 @@ from torch import nn
 from gausstr_core.config import ModelConfig
 from gausstr_core.gaussians import Gaussians
 from gausstr_core.model.decoder import SELF_ATTN_SCOPES, DecoderLayer
-from gausstr_core.model.depth_head import DepthHead, HeadDepths
+from gausstr_core.model.depth_head import DepthHead
 from gausstr_core.model.gaussian_head import GaussianHead, SegmentHead, sample_depth, uv_to_ego
 from gausstr_core.model.layers import MLP, inverse_sigmoid, sine_encoding
 from gausstr_core.model.neck import SimpleFeaturePyramid
@@ -26,7 +26,7 @@ class GaussTR(nn.Module):
     `encode` (neck), `predict_depth` (the optional depth head, `cfg.depth_head`) and `decode`.
 
     Depth head: with depths=None the Gaussians sample the head's depth (no depth network needed);
-    return_depth=True also returns the head's HeadDepths (each (B, N, H, W)), for its training loss.
+    return_depth=True also returns the head's depth (B, N, H, W), m, for its training loss.
 
     Reference points: given ones are used as they are; otherwise `sample_reference_points` draws
     them, uniformly at random in training (every forward, as the authors), and in eval mode either
@@ -90,26 +90,26 @@ class GaussTR(nn.Module):
         self, features: torch.Tensor, depths: torch.Tensor | None, intrinsics: torch.Tensor, cam2ego: torch.Tensor,
         original_to_input: torch.Tensor, *, ref_points: torch.Tensor | None = None,
         images: torch.Tensor | None = None, return_depth: bool = False,
-    ) -> list[Gaussians] | tuple[list[Gaussians], HeadDepths]:
+    ) -> list[Gaussians] | tuple[list[Gaussians], torch.Tensor]:
         """features (B, N, C, h, w) foundation features; depths (B, N, H, W) metric depth at network-input
         size (H, W), m, or None (then the depth head's); intrinsics (B, N, 3, 3) original-pixel K; cam2ego
         (B, N, 4, 4); original_to_input (B, N, 3, 3) original -> input pixels; ref_points (B, N, Q, 2) in
         [0, 1] or None; images (B, N, 3, H, W) RGB in [0, 1] at network-input size: what the depth head
         needs besides the features (with depths None or return_depth).
         Returns one Gaussians (B, N*Q, ...) per decoder layer; with return_depth, also the depth
-        head's HeadDepths (depth m, ground probability, ground-plane depth m; each (B, N, H, W))."""
+        head's (B, N, H, W) depth, m."""
         self.check_inputs(features, depths, intrinsics, cam2ego, original_to_input, ref_points)
         if return_depth and self.depth_head is None:
             raise ValueError("GaussTR: return_depth needs the depth head (model.depth_head: true)")
         value_maps = self.encode(features)
-        head = None
+        head_depths = None
         if depths is None or return_depth:
             if images is None:
                 raise ValueError("GaussTR: the depth head needs the network-input images (images=...)")
-            head = self.predict_depth(value_maps, images, intrinsics, cam2ego, original_to_input, with_ground=True)
-        layers = self.decode(value_maps, head.depth if depths is None else depths, intrinsics, cam2ego,
+            head_depths = self.predict_depth(value_maps, images, intrinsics, cam2ego, original_to_input)
+        layers = self.decode(value_maps, head_depths if depths is None else depths, intrinsics, cam2ego,
                              original_to_input, ref_points)
-        return (layers, head) if return_depth else layers
+        return (layers, head_depths) if return_depth else layers
 
     def encode(self, features: torch.Tensor) -> list[torch.Tensor]:
         """Neck: features (B, N, C, h, w) -> the value maps, one (B*N, D, h*s, w*s) per scale s
@@ -118,21 +118,19 @@ class GaussTR(nn.Module):
 
     def predict_depth(
         self, value_maps: list[torch.Tensor], images: torch.Tensor, intrinsics: torch.Tensor, cam2ego: torch.Tensor,
-        original_to_input: torch.Tensor, with_ground: bool = False,
-    ) -> torch.Tensor | HeadDepths:
+        original_to_input: torch.Tensor,
+    ) -> torch.Tensor:
         """Depth head: encode's maps of B x N views and their images (B, N, 3, H, W) in [0, 1] at network-input
-        size -> (B, N, H, W) metric depth, m, in [depth_head.MIN_DEPTH, cfg.depth_max], or with with_ground
-        its HeadDepths, each (B, N, H, W); intrinsics, original_to_input (B, N, 3, 3); cam2ego (B, N, 4, 4)."""
+        size -> (B, N, H, W) metric depth, m, in [depth_head.MIN_DEPTH, cfg.depth_max]; intrinsics,
+        original_to_input (B, N, 3, 3); cam2ego (B, N, 4, 4)."""
         if self.depth_head is None:
             raise ValueError("GaussTR: this model has no depth head (model.depth_head: false); give depth maps")
         b, n = intrinsics.shape[:2]
         if images.dim() != 5 or tuple(images.shape[:3]) != (b, n, 3):
             raise ValueError(f"GaussTR: images must have shape ({b}, {n}, 3, H, W), got {tuple(images.shape)}")
-        out = self.depth_head(value_maps, images.flatten(0, 1), intrinsics.flatten(0, 1), cam2ego.flatten(0, 1),
-                              original_to_input.flatten(0, 1), with_ground=with_ground)
-        if with_ground:
-            return HeadDepths(*(t.unflatten(0, (b, n)) for t in out))
-        return out.unflatten(0, (b, n))
+        depths = self.depth_head(value_maps, images.flatten(0, 1), intrinsics.flatten(0, 1), cam2ego.flatten(0, 1),
+                                 original_to_input.flatten(0, 1))
+        return depths.unflatten(0, (b, n))
 
     def decode(
         self, value_maps: list[torch.Tensor], depths: torch.Tensor, intrinsics: torch.Tensor, cam2ego: torch.Tensor,

@@ -300,9 +300,9 @@ class _Trainer:
         with torch.autocast(self.info.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
             with torch.no_grad():
                 maps = self.model.encode(batch.features)
-            predicted = self.model.predict_depth(maps, batch.images, batch.intrinsics, batch.cam2ego,
-                                                 batch.original_to_input, with_ground=True)
-            total, terms = depth_head_loss(predicted, batch.depths, self.config.train)
+            depths = self.model.predict_depth(maps, batch.images, batch.intrinsics, batch.cam2ego,
+                                              batch.original_to_input)
+            total, terms = depth_head_loss(depths, batch.depths, self.config.train)
         head = list(self.model.depth_head.parameters())
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(total).backward()
