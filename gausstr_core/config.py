@@ -136,6 +136,9 @@ class TrainConfig:
     # fraction of the budget (max_seconds, else max_steps, else the epochs), at its end, in which only
     # the depth head trains, on its loss alone: no rendering, everything else frozen (train/loop.py)
     depth_head_phase: float = 0.0
+    # fraction of the full steps (spread evenly) whose decoder takes the depth head's depth, detached,
+    # instead of the depth maps: the Gaussians learn from the depth they get at inference (train/loop.py)
+    head_depth_mix: float = 0.0
     far_depth: float = 51.2  # target depth >= this is replaced by far_target
     far_target: float = 1e-3
     render_near: float = 0.1
@@ -161,6 +164,8 @@ class TrainConfig:
             )
         if not 0.0 <= self.depth_head_phase < 1.0:
             raise ValueError(f"config: train.depth_head_phase must be in [0, 1), got {self.depth_head_phase}")
+        if not 0.0 <= self.head_depth_mix <= 1.0:
+            raise ValueError(f"config: train.head_depth_mix must be in [0, 1], got {self.head_depth_mix}")
         if isinstance(self.amp, bool):
             self.amp = "bf16" if self.amp else "off"
         if self.amp not in AMP_MODES:

@@ -22,7 +22,7 @@ from gausstr_core.model.checkpoint import build_model_from_checkpoint, load_chec
 from gausstr_core.model.depth_head import MIN_DEPTH, PRIOR_FAR, DepthHead, foot_prior, ray_channels
 from gausstr_core.predict import OccupancyPredictor
 from gausstr_core.prediction_io import load_sample_views
-from gausstr_core.train.loop import train
+from gausstr_core.train.loop import mixed_step, train
 
 B, N, H, W = 1, 2, 16, 24
 OPTICAL_TO_FORWARD = torch.tensor([[0.0, 0.0, 1.0], [-1.0, 0.0, 0.0], [0.0, -1.0, 0.0]])  # optical z -> ego x
@@ -141,6 +141,28 @@ def test_forward_without_depths_uses_the_head_and_equals_the_stages() -> None:
     # Given depths drive the Gaussians; the head's depth is still returned, unchanged.
     torch.testing.assert_close(other[1], head_depths)
     assert not torch.allclose(other[0][-1].means, layers[-1].means)
+
+
+def test_gaussians_fed_the_heads_depth_send_no_gradient_into_the_head() -> None:
+    torch.manual_seed(0)
+    cfg = _config()
+    model = GaussTR(cfg).train()
+    layers, head_depths = model(_features(cfg), None, *_cameras(), images=_images(), return_depth=True)
+    layers[-1].means.square().sum().backward(retain_graph=True)  # the neck is shared by both outputs
+    head_grads = [p.grad for p in model.depth_head.parameters()]
+    assert all(g is None or not g.any() for g in head_grads)
+    assert model.query_embed.weight.grad is not None and model.query_embed.weight.grad.any()
+    head_depths.sum().backward()  # the head's own output still carries its gradients
+    assert any(p.grad is not None and p.grad.any() for p in model.depth_head.parameters())
+
+
+def test_mixed_steps_spread_evenly() -> None:
+    for fraction in (0.1, 0.5, 0.9):
+        for start in (0, 37):
+            picked = sum(mixed_step(step, fraction) for step in range(start, start + 200))
+            assert abs(picked - 200 * fraction) <= 3
+    assert not any(mixed_step(step, 0.0) for step in range(100))
+    assert all(mixed_step(step, 1.0) for step in range(100))
 
 
 def test_a_model_without_head_needs_depths() -> None:
@@ -303,6 +325,24 @@ def test_depth_head_phase_trains_only_the_head(tiny_train_args: list[str], tmp_p
     assert others and all(torch.equal(after[k], before[k]) for k in others)
 
 
+def test_head_depth_mix_feeds_the_heads_depth_to_the_decoder(tiny_train_args: list[str], tmp_path: Path) -> None:
+    """train.head_depth_mix: the chosen full steps decode from the head's depth, which changes the rendering
+    losses but not the head's own loss; resumed runs pick the same steps."""
+    argv = [*tiny_train_args, "model.depth_head=true", "model.depth_head_dims=8", "--work-dir"]
+    runs = {}
+    for mix in ("0.0", "1.0", "0.5"):
+        config = config_from_args(build_parser().parse_intermixed_args(
+            [*argv, str(tmp_path / mix), f"train.head_depth_mix={mix}"]))
+        runs[mix] = train(config, device="cpu", max_steps=4, show_progress=False).terms
+    assert [t["head_depth_in"] for t in runs["0.0"]] == [0.0] * 4
+    assert [t["head_depth_in"] for t in runs["1.0"]] == [1.0] * 4
+    assert [t["head_depth_in"] for t in runs["0.5"]] == [float(mixed_step(s, 0.5)) for s in range(4)] == [0, 1, 0, 1]
+    first_plain, first_mixed = runs["0.0"][0], runs["1.0"][0]
+    assert first_plain["depth_head/silog"] == pytest.approx(first_mixed["depth_head/silog"])
+    assert first_plain["depth_silog"] != pytest.approx(first_mixed["depth_silog"])
+    assert runs["0.5"][0]["depth_silog"] == pytest.approx(first_plain["depth_silog"])
+
+
 def test_depth_head_phase_needs_the_head(tiny_train_args: list[str], tmp_path: Path) -> None:
     argv = [*tiny_train_args, "train.depth_head_phase=0.5", "--work-dir", str(tmp_path)]
     config = config_from_args(build_parser().parse_intermixed_args(argv))
@@ -310,3 +350,9 @@ def test_depth_head_phase_needs_the_head(tiny_train_args: list[str], tmp_path: P
         train(config, device="cpu", max_steps=1, show_progress=False)
     with pytest.raises(ValueError, match=r"depth_head_phase must be in \[0, 1\)"):
         TrainConfig(depth_head_phase=1.0)
+    mixed = [*tiny_train_args, "train.head_depth_mix=0.5", "--work-dir", str(tmp_path)]
+    config = config_from_args(build_parser().parse_intermixed_args(mixed))
+    with pytest.raises(ValueError, match="head_depth_mix needs the depth head"):
+        train(config, device="cpu", max_steps=1, show_progress=False)
+    with pytest.raises(ValueError, match=r"head_depth_mix must be in \[0, 1\]"):
+        TrainConfig(head_depth_mix=1.5)

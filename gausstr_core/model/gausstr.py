@@ -95,7 +95,8 @@ class GaussTR(nn.Module):
         size (H, W), m, or None (then the depth head's); intrinsics (B, N, 3, 3) original-pixel K; cam2ego
         (B, N, 4, 4); original_to_input (B, N, 3, 3) original -> input pixels; ref_points (B, N, Q, 2) in
         [0, 1] or None; images (B, N, 3, H, W) RGB in [0, 1] at network-input size: what the depth head
-        needs besides the features (with depths None or return_depth).
+        needs besides the features (with depths None or return_depth). With depths None the decoder takes
+        the head's depth, detached (the head learns from its own loss, not through the Gaussians).
         Returns one Gaussians (B, N*Q, ...) per decoder layer; with return_depth, also the depth
         head's (B, N, H, W) depth, m."""
         self.check_inputs(features, depths, intrinsics, cam2ego, original_to_input, ref_points)
@@ -107,7 +108,8 @@ class GaussTR(nn.Module):
             if images is None:
                 raise ValueError("GaussTR: the depth head needs the network-input images (images=...)")
             head_depths = self.predict_depth(value_maps, images, intrinsics, cam2ego, original_to_input)
-        layers = self.decode(value_maps, head_depths if depths is None else depths, intrinsics, cam2ego,
+        # the head learns from its own loss only: no gradient reaches it through the Gaussians
+        layers = self.decode(value_maps, head_depths.detach() if depths is None else depths, intrinsics, cam2ego,
                              original_to_input, ref_points)
         return (layers, head_depths) if return_depth else layers
 

@@ -17,6 +17,11 @@ costs a small part of a full one and the head gets many more of them; the learni
 schedule's) falls linearly to 0 over the phase. Validation and image logs are
 skipped in the phase (the validation scores, with the depth maps given, cannot change in it), so
 best.pt, when written, predates the phase's head.
+Head-depth mix (train.head_depth_mix = m > 0, a model with model.depth_head): in a fraction m of the
+full steps, spread evenly over the run (a golden-ratio sequence of the step index, so a resumed run
+picks the same steps), the decoder takes the depth head's depth (detached) instead of the depth maps,
+so the Gaussians also learn from the depth they are given at inference without a depth network; the
+depth head's loss against the depth maps is the same in every step.
 Only rank 0 writes; at start, each rank removes its own temporaries left by killed runs. A resumed
 single-process run continues bit-exactly.
 """
@@ -101,6 +106,15 @@ def _resume_path(config: Config, resume: str | Path | None) -> Path | None:
     return path
 
 
+GOLDEN = (math.sqrt(5) - 1) / 2  # the golden-ratio sequence's step: its points spread evenly over [0, 1)
+
+
+def mixed_step(step: int, fraction: float) -> bool:
+    """Whether full step `step` (0-based) is one of the train.head_depth_mix fraction: the golden-ratio
+    sequence's point of the step lies below it, so any run of n steps holds about fraction x n of them."""
+    return fraction > 0 and (step + 1) * GOLDEN % 1.0 < fraction
+
+
 def _lookup(values: dict[str, Any], dotted: str) -> Any:
     for part in dotted.split("."):
         values = values[part]
@@ -163,8 +177,9 @@ class _Trainer:
         self.best: dict[str, Any] | None = None  # best validation so far: metric, value, epoch, step
         self.validator = None  # OccupancyPredictor around self.model, built at the first validation
         self.head_phase = False  # train.depth_head_phase reached: only the depth head trains
-        if cfg.depth_head_phase > 0 and self.model.depth_head is None:
-            raise ValueError("train.depth_head_phase needs the depth head (model.depth_head: true)")
+        for name in ("depth_head_phase", "head_depth_mix"):
+            if getattr(cfg, name) > 0 and self.model.depth_head is None:
+                raise ValueError(f"train.{name} needs the depth head (model.depth_head: true)")
         self.logger = TrainLogger(
             Path(cfg.work_dir), enabled=info.is_main, show_progress=show_progress, log_every=cfg.log_every
         )
@@ -253,10 +268,11 @@ class _Trainer:
         if features is None or batch.depths is None:
             raise ValueError(f"batch {batch.tokens}: training needs feature maps and depth maps")
         net = self.ddp or self.model
+        with_head = self.model.depth_head is not None  # it learns the depth maps the Gaussians sample
+        head_in = with_head and mixed_step(self.step, self.config.train.head_depth_mix)
         with torch.autocast(self.info.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
-            with_head = self.model.depth_head is not None  # it learns the depth maps the Gaussians sample
-            out = net(features, batch.depths, batch.intrinsics, batch.cam2ego, batch.original_to_input,
-                      images=batch.images if with_head else None, return_depth=with_head)
+            out = net(features, None if head_in else batch.depths, batch.intrinsics, batch.cam2ego,
+                      batch.original_to_input, images=batch.images if with_head else None, return_depth=with_head)
             layers, head_depths = out if with_head else (out, None)
             total, terms = gausstr_losses(
                 layers,
@@ -282,6 +298,8 @@ class _Trainer:
         terms = dict(zip(names, averaged))
         terms["grad_norm"] = grad_norm.detach()
         terms["lr"] = torch.tensor(self.scheduler.get_last_lr()[0])
+        if with_head:
+            terms["head_depth_in"] = torch.tensor(float(head_in))
         self._last = (layers[-1].detach(), features, batch)
         return terms
 
