@@ -18,8 +18,9 @@ Held-out scores, on every `val` keyframe:
     density IoU: occupied = density above inference.density_threshold, labels ignored.
   --oracle FILE (benchmarks/oracle_synthetic.py --json on the same world): each score beside the
     oracle's for the same Gaussians per view, and their ratio (`gausstr-eval --oracle FILE` too).
-  --depth-head (model.depth_head: the model predicts its own depth, trained from the depth cache; the
-    last HEAD_PHASE of the budget is train.depth_head_phase, in which only the head trains, cheaply):
+  --depth-head (model.depth_head: the model predicts its own depth, trained from the depth cache, with
+    the DEPTH_HEAD overrides: the head's loss weighted up, and half the steps' Gaussians placed on the
+    head's depth; docs/learning.md):
     the head's depth abs rel against synthetic_depth_gt (same pixels), and IoU / mIoU15 of the same
     checkpoint fed the head's depth (`gausstr-eval --depth model`) over those fed the provider's
     depth (the synthetic_depth cache, `--depth cache`), as ratios.
@@ -59,7 +60,10 @@ from gausstr_core.train.loop import train
 REPO = Path(__file__).resolve().parents[1]
 WORLD = SynthOptions(scenes=13, samples_per_scene=4, seed=0, image_size=(200, 112), input_size=(112, 200),
                      sweeps=False, feature_dim=64, patch_size=8)
-HEAD_PHASE = 0.5  # --depth-head: the last half of the budget trains the head alone (docs/learning.md)
+# --depth-head (docs/learning.md, "The depth head"): joint training for the whole budget (no head-only phase),
+# the head's loss x 3 (through it the neck learns depth too), and half of the steps decode from the head's
+# own depth (train.head_depth_mix)
+DEPTH_HEAD = ("model.depth_head=true", "train.depth_head_weight=3.0", "train.head_depth_mix=0.5")
 VARIANTS = {  # name: loss-weight overrides
     "both": (),
     "feature only": ("train.depth_loss_weight=0.0",),
@@ -216,8 +220,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--depth-head", action="store_true",
                         help="train the depth head too (model.depth_head) and score the model fed its own depth")
     args = parser.parse_intermixed_args(argv)
-    if args.depth_head:  # before the command line's overrides, which may change the phase
-        args.overrides[:0] = ["model.depth_head=true", f"train.depth_head_phase={HEAD_PHASE}"]
+    if args.depth_head:  # before the command line's overrides, which may change them
+        args.overrides[:0] = list(DEPTH_HEAD)
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", torch.get_num_threads())))
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, load average "
           f"{' '.join(f'{v:.1f}' for v in os.getloadavg())} on {os.cpu_count()} CPUs")

@@ -6,6 +6,7 @@ import torch
 from gausstr_core.render import project_gaussians
 
 torch_impl = pytest.importorskip("gsplat.cuda._torch_impl")
+NEAR = 0.01  # project_gaussians' default near plane, m
 
 
 def _scene(seed: int = 0, batch: int = 2, views: int = 3, gaussians: int = 40):
@@ -46,11 +47,13 @@ def test_projection_gradients_match_gsplat_torch_impl():
     def grads(project):
         leaves = [means.clone().requires_grad_(), scales.clone().requires_grad_()]
         means2d, conics, depths = project(*leaves)
-        (means2d.sin().sum() + conics.cos().sum() + depths.square().sum()).backward()
+        # as in rendering, Gaussians behind the near plane (culled, some behind the camera) get no upstream gradient
+        in_front = (depths.detach() > NEAR).to(depths.dtype)
+        (in_front * (means2d.sin().sum(-1) + conics.cos().sum(-1) + depths.square())).sum().backward()
         return [leaf.grad for leaf in leaves]
 
     def ours(m, s):
-        p = project_gaussians(m, quats, s, viewmats, ks, size)
+        p = project_gaussians(m, quats, s, viewmats, ks, size, near=NEAR)
         return p.means2d, p.conics, p.depths
 
     def gsplat(m, s):
@@ -58,8 +61,24 @@ def test_projection_gradients_match_gsplat_torch_impl():
         _, means2d, depths, conics, _ = torch_impl._fully_fused_projection(m, covars, viewmats, ks, size[1], size[0])
         return means2d, conics, depths
 
+    assert (means[..., 2] < NEAR).any()  # the scene has Gaussians behind the cameras
     for a, b in zip(grads(ours), grads(gsplat)):
         torch.testing.assert_close(a, b)
+
+
+def test_a_gaussian_on_the_camera_plane_gets_finite_gradients():
+    """z = 0 in one camera (culled there) while another sees it: 1/z must not turn its gradient into NaN."""
+    means, quats, scales, viewmats, ks = (t.double() for t in _scene(seed=2, batch=1, views=2, gaussians=3))
+    viewmats[0, 1] = torch.eye(4, dtype=viewmats.dtype)
+    means[0, 0] = torch.tensor([0.5, 0.2, 0.0])  # on the second camera's plane; in front of the first
+    viewmats[0, 0, :3, :3] = torch.eye(3)
+    viewmats[0, 0, :3, 3] = torch.tensor([0.0, 0.0, 3.0])
+    means = means.requires_grad_()
+    p = project_gaussians(means, quats, scales, viewmats, ks, (24, 32), near=0.0)
+    assert p.radii[0, 1, 0].eq(0).all() and p.radii[0, 0, 0].gt(0).all()
+    visible = (p.radii > 0).all(-1).to(means.dtype)
+    (visible * (p.means2d.sum(-1) + p.conics.sum(-1))).sum().backward()
+    assert torch.isfinite(means.grad).all() and means.grad[0, 0].abs().sum() > 0
 
 
 def test_opacity_aware_radii_follow_gsplat_cuda_rule():

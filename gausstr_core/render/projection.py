@@ -17,6 +17,7 @@ from gausstr_core.geometry import covariance_from_scale_rotation, quat_to_rotmat
 ALPHA_THRESHOLD = 1.0 / 255.0  # gsplat: alphas below this are skipped
 MAX_EXTEND = 3.33  # gsplat: bounding-box half-size in standard deviations
 EPS2D = 0.3  # gsplat's default low-pass blur added to every 2D covariance, pixels^2
+NEAR_FLOOR = 1e-6  # m: the least depth divided by, whatever near is (project_gaussians)
 
 
 @dataclass
@@ -61,7 +62,10 @@ def project_gaussians(
     means_c = torch.einsum("bnij,bgj->bngi", rot, means) + viewmats[..., None, :3, 3]
     covars_c = torch.einsum("bnij,bgjk,bnlk->bngil", rot, covars, rot)
 
-    x, y, z = means_c.unbind(-1)  # (B, N, G)
+    x, y, z_true = means_c.unbind(-1)  # (B, N, G)
+    # Divide by a depth held at the near plane or beyond: a Gaussian at or behind it is culled (radii 0, no
+    # upstream gradient), but its 1/z or 1/z^2 would overflow at z ~ 0 and 0 x inf makes the gradient NaN.
+    z = z_true.clamp(min=max(near, NEAR_FLOOR))
     fx, fy = ks[..., 0, 0, None], ks[..., 1, 1, None]  # (B, N, 1)
     cx, cy = ks[..., 0, 2, None], ks[..., 1, 2, None]
     margin_x, margin_y = 0.3 * 0.5 * width / fx, 0.3 * 0.5 * height / fy  # 30% of the half-FOV tangent
@@ -80,7 +84,7 @@ def project_gaussians(
 
     with torch.no_grad():
         extend = torch.full_like(z, MAX_EXTEND)
-        visible = (det > 0) & (z > near) & (z < far)
+        visible = (det > 0) & (z_true > near) & (z_true < far)
         if opacities is not None:
             opac = opacities[:, None, :].expand_as(z)
             visible &= opac >= ALPHA_THRESHOLD
@@ -90,4 +94,4 @@ def project_gaussians(
         lo, hi = means2d - radius, means2d + radius
         visible &= (hi[..., 0] > 0) & (lo[..., 0] < width) & (hi[..., 1] > 0) & (lo[..., 1] < height)
         radii = torch.where(visible[..., None], radius, torch.zeros_like(radius)).int()
-    return ProjectedGaussians(means2d=means2d, conics=conics, depths=z, radii=radii)
+    return ProjectedGaussians(means2d=means2d, conics=conics, depths=z_true, radii=radii)

@@ -78,6 +78,11 @@ class TrainLogger:
         target_rgb = torch.einsum("chw,cq->qhw", target[0], basis.float())
         writer.add_image("features/target_pca", _normalise(target_rgb), step)
 
+    def note(self, text: str) -> None:
+        """One line through tqdm (bars stay intact), rank 0 only."""
+        if self.enabled:
+            tqdm.write(text)
+
     def log_validation(self, step: int, epoch: int, split: str, scores: dict[str, float]) -> None:
         """One line (through tqdm, so bars stay intact) and TensorBoard val/<name> at `step`."""
         if not self.enabled:

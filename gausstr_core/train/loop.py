@@ -290,18 +290,31 @@ class _Trainer:
         self.scaler.scale(total).backward()
         self.scaler.unscale_(self.optimizer)  # clip the true gradients
         grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.train.grad_clip)
-        self.scaler.step(self.optimizer)  # skipped (and the scale lowered) when fp16 gradients overflowed
-        self.scaler.update()
+        skipped = self.update(grad_norm)
         self.scheduler.step()
         names = sorted(terms)
         averaged = all_reduce_mean(torch.stack([terms[k].detach().float() for k in names]), self.info)
         terms = dict(zip(names, averaged))
         terms["grad_norm"] = grad_norm.detach()
         terms["lr"] = torch.tensor(self.scheduler.get_last_lr()[0])
+        terms["update_skipped"] = skipped
         if with_head:
             terms["head_depth_in"] = torch.tensor(float(head_in))
         self._last = (layers[-1].detach(), features, batch)
         return terms
+
+    def update(self, grad_norm: torch.Tensor) -> torch.Tensor:
+        """The optimizer step for the unscaled, clipped gradients of total norm grad_norm; returns the
+        'update_skipped' term (1.0: skipped). fp16: the scaler skips an overflowed step itself (and lowers
+        its scale); without it a non-finite gradient would make every weight NaN, so that step is skipped
+        here (the norm is the same on every rank: the gradients are averaged)."""
+        skipped = not self.scaler.is_enabled() and not bool(torch.isfinite(grad_norm))
+        if skipped:
+            self.logger.note(f"step {self.step + 1}: non-finite gradient norm, update skipped")
+        else:
+            self.scaler.step(self.optimizer)
+        self.scaler.update()
+        return torch.tensor(float(skipped))
 
     def start_head_phase(self) -> None:
         """Freeze every weight but the depth head's (the optimizer skips weights without gradients)."""
@@ -331,13 +344,13 @@ class _Trainer:
         for group, scheduled in zip(self.optimizer.param_groups, self.scheduler.get_last_lr()):
             group["lr"] = scheduled * lr_factor  # the scheduler's next step sets its own value again
         lr = self.optimizer.param_groups[0]["lr"]
-        self.scaler.step(self.optimizer)
-        self.scaler.update()
+        skipped = self.update(grad_norm)
         self.scheduler.step()
         terms = {**terms, "total": total.detach()}
         names = sorted(terms)
         averaged = all_reduce_mean(torch.stack([terms[k].float() for k in names]), self.info)
-        return {**dict(zip(names, averaged)), "grad_norm": grad_norm.detach(), "lr": torch.tensor(lr)}
+        return {**dict(zip(names, averaged)), "grad_norm": grad_norm.detach(), "lr": torch.tensor(lr),
+                "update_skipped": skipped}
 
     # -- the loop ----------------------------------------------------------------------------
 
