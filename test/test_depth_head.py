@@ -344,16 +344,14 @@ def test_head_depth_mix_feeds_the_heads_depth_to_the_decoder(tiny_train_args: li
     assert runs["0.5"][0]["depth_silog"] == pytest.approx(first_plain["depth_silog"])
 
 
-def test_depth_head_phase_needs_the_head(tiny_train_args: list[str], tmp_path: Path) -> None:
-    argv = [*tiny_train_args, "train.depth_head_phase=0.5", "--work-dir", str(tmp_path)]
+@pytest.mark.parametrize(("option", "bad", "bounds"), [("depth_head_phase", 1.0, r"\[0, 1\)"),
+                                                    ("head_depth_mix", 1.5, r"\[0, 1\]")])
+def test_head_training_options_need_the_head(
+    option: str, bad: float, bounds: str, tiny_train_args: list[str], tmp_path: Path
+) -> None:
+    argv = [*tiny_train_args, f"train.{option}=0.5", "--work-dir", str(tmp_path)]
     config = config_from_args(build_parser().parse_intermixed_args(argv))
-    with pytest.raises(ValueError, match="depth_head_phase needs the depth head"):
+    with pytest.raises(ValueError, match=f"{option} needs the depth head"):
         train(config, device="cpu", max_steps=1, show_progress=False)
-    with pytest.raises(ValueError, match=r"depth_head_phase must be in \[0, 1\)"):
-        TrainConfig(depth_head_phase=1.0)
-    mixed = [*tiny_train_args, "train.head_depth_mix=0.5", "--work-dir", str(tmp_path)]
-    config = config_from_args(build_parser().parse_intermixed_args(mixed))
-    with pytest.raises(ValueError, match="head_depth_mix needs the depth head"):
-        train(config, device="cpu", max_steps=1, show_progress=False)
-    with pytest.raises(ValueError, match=r"head_depth_mix must be in \[0, 1\]"):
-        TrainConfig(head_depth_mix=1.5)
+    with pytest.raises(ValueError, match=f"{option} must be in {bounds}"):
+        TrainConfig(**{option: bad})
