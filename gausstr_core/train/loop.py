@@ -112,7 +112,7 @@ GOLDEN = (math.sqrt(5) - 1) / 2  # the golden-ratio sequence's step: its points 
 def mixed_step(step: int, fraction: float) -> bool:
     """Whether full step `step` (0-based) is one of the train.head_depth_mix fraction: the golden-ratio
     sequence's point of the step lies below it, so any run of n steps holds about fraction x n of them."""
-    return fraction > 0 and (step + 1) * GOLDEN % 1.0 < fraction
+    return (step + 1) * GOLDEN % 1.0 < fraction  # never for 0: the points lie in [0, 1)
 
 
 def _lookup(values: dict[str, Any], dotted: str) -> Any:
