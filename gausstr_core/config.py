@@ -139,6 +139,9 @@ class TrainConfig:
     # fraction of the full steps (spread evenly) whose decoder takes the depth head's depth, detached,
     # instead of the depth maps: the Gaussians learn from the depth they get at inference (train/loop.py)
     head_depth_mix: float = 0.0
+    # fraction of the budget, at its end, over which the full steps' learning rate (the schedule's) falls
+    # linearly to 0 (train/loop.py); 0: the schedule alone
+    lr_anneal: float = 0.0
     far_depth: float = 51.2  # target depth >= this is replaced by far_target
     far_target: float = 1e-3
     render_near: float = 0.1
@@ -162,8 +165,9 @@ class TrainConfig:
             raise ValueError(
                 f"config: train.val_every and train.val_limit must be >= 0, got {self.val_every}, {self.val_limit}"
             )
-        if not 0.0 <= self.depth_head_phase < 1.0:
-            raise ValueError(f"config: train.depth_head_phase must be in [0, 1), got {self.depth_head_phase}")
+        for name in ("depth_head_phase", "lr_anneal"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise ValueError(f"config: train.{name} must be in [0, 1), got {getattr(self, name)}")
         if not 0.0 <= self.head_depth_mix <= 1.0:
             raise ValueError(f"config: train.head_depth_mix must be in [0, 1], got {self.head_depth_mix}")
         if isinstance(self.amp, bool):

@@ -1,11 +1,16 @@
-"""Learning-rate schedule: linear warm-up then step decay at the milestones."""
+"""Learning-rate schedule: linear warm-up then step decay at the milestones; train.lr_anneal."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import pytest
 import torch
 
-from gausstr_core.train.schedule import warmup_multistep
+from gausstr_core.cli.train import build_parser, config_from_args
+from gausstr_core.config import TrainConfig
+from gausstr_core.train.loop import train
+from gausstr_core.train.schedule import anneal_factor, warmup_multistep
 
 
 def test_warmup_rises_linearly_to_one() -> None:
@@ -48,3 +53,22 @@ def test_bad_warmup_is_rejected(bad: dict) -> None:
     kwargs = dict(warmup_iters=5, milestone_iters=(), gamma=0.1) | bad
     with pytest.raises(ValueError, match="warm-up"):
         warmup_multistep(**kwargs)
+
+
+def test_anneal_falls_linearly_to_zero_over_the_last_fraction() -> None:
+    assert [anneal_factor(u, 0.4) for u in (0.0, 0.6, 0.7, 0.9, 1.0, 1.2)] == pytest.approx([1, 1, 0.75, 0.25, 0, 0])
+    assert [anneal_factor(u, 0.0) for u in (0.0, 0.99, 1.0)] == [1.0, 1.0, 1.0]
+
+
+def test_lr_anneal_scales_the_full_steps_learning_rate(tiny_train_args: list[str], tmp_path: Path) -> None:
+    """train.lr_anneal 0.5 over max_steps 4: steps 0-2 at the schedule's rate, step 3 (3/4 of the budget used)
+    at half of it."""
+    argv = [*tiny_train_args, "train.lr_anneal=0.5", "--work-dir", str(tmp_path)]
+    config = config_from_args(build_parser().parse_intermixed_args(argv))
+    result = train(config, device="cpu", max_steps=4, show_progress=False)
+    cfg, per_epoch = config.train, 3  # the world's 3 keyframes, batch 1
+    schedule = warmup_multistep(cfg.warmup_iters, tuple(m * per_epoch for m in cfg.lr_milestones), cfg.lr_gamma)
+    expected = [cfg.lr * schedule(it) * factor for it, factor in enumerate((1, 1, 1, 0.5))]
+    assert [t["lr"] for t in result.terms] == pytest.approx(expected)
+    with pytest.raises(ValueError, match=r"lr_anneal must be in \[0, 1\)"):
+        TrainConfig(lr_anneal=1.0)

@@ -22,6 +22,9 @@ full steps, spread evenly over the run (a golden-ratio sequence of the step inde
 picks the same steps), the decoder takes the depth head's depth (detached) instead of the depth maps,
 so the Gaussians also learn from the depth they are given at inference without a depth network; the
 depth head's loss against the depth maps is the same in every step.
+Learning-rate anneal (train.lr_anneal = a > 0): once a of the budget is left (as for the depth-head phase),
+the full steps' learning rate (the schedule's) falls linearly to 0 at the budget's end, so a run cut by
+max_seconds ends on settled weights rather than wherever its last steps at full rate left them.
 Only rank 0 writes; at start, each rank removes its own temporaries left by killed runs. A resumed
 single-process run continues bit-exactly.
 """
@@ -49,7 +52,7 @@ from gausstr_core.train.distributed import DistInfo, all_reduce_mean, barrier, i
 from gausstr_core.train.logging import TrainLogger
 from gausstr_core.train.rng import capture_rng_state, restore_rng_state
 from gausstr_core.train.sampler import ResumableDistributedSampler
-from gausstr_core.train.schedule import warmup_multistep
+from gausstr_core.train.schedule import anneal_factor, warmup_multistep
 
 # Config entries a resumed run must share with its checkpoint (others, e.g. epochs, may change).
 RESUME_MUST_MATCH = ("model", "data.input_size", "data.cameras", "data.feature_kind", "train.pca_dims")
@@ -258,7 +261,8 @@ class _Trainer:
 
     # -- one step ----------------------------------------------------------------------------
 
-    def train_step(self, batch) -> dict[str, torch.Tensor]:
+    def train_step(self, batch, lr_factor: float = 1.0) -> dict[str, torch.Tensor]:
+        """One full step; its learning rate is the schedule's x lr_factor."""
         batch = batch.to(self.info.device)
         features = batch.features
         if self.features_online:
@@ -290,13 +294,14 @@ class _Trainer:
         self.scaler.scale(total).backward()
         self.scaler.unscale_(self.optimizer)  # clip the true gradients
         grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.train.grad_clip)
+        lr = self.scale_lr(lr_factor)
         skipped = self.update(grad_norm)
         self.scheduler.step()
         names = sorted(terms)
         averaged = all_reduce_mean(torch.stack([terms[k].detach().float() for k in names]), self.info)
         terms = dict(zip(names, averaged))
         terms["grad_norm"] = grad_norm.detach()
-        terms["lr"] = torch.tensor(self.scheduler.get_last_lr()[0])
+        terms["lr"] = torch.tensor(lr)
         terms["update_skipped"] = skipped
         if with_head:
             terms["head_depth_in"] = torch.tensor(float(head_in))
@@ -315,6 +320,13 @@ class _Trainer:
             self.scaler.step(self.optimizer)
         self.scaler.update()
         return torch.tensor(float(skipped))
+
+    def scale_lr(self, factor: float) -> float:
+        """Set this step's learning rate to the schedule's x factor (the scheduler's next step sets its own
+        value again); returns it."""
+        for group, scheduled in zip(self.optimizer.param_groups, self.scheduler.get_last_lr()):
+            group["lr"] = scheduled * factor
+        return self.optimizer.param_groups[0]["lr"]
 
     def start_head_phase(self) -> None:
         """Freeze every weight but the depth head's (the optimizer skips weights without gradients)."""
@@ -341,9 +353,7 @@ class _Trainer:
             param.grad = all_reduce_mean(param.grad, self.info)
         self.scaler.unscale_(self.optimizer)
         grad_norm = torch.nn.utils.clip_grad_norm_(head, self.config.train.grad_clip)
-        for group, scheduled in zip(self.optimizer.param_groups, self.scheduler.get_last_lr()):
-            group["lr"] = scheduled * lr_factor  # the scheduler's next step sets its own value again
-        lr = self.optimizer.param_groups[0]["lr"]
+        lr = self.scale_lr(lr_factor)
         skipped = self.update(grad_norm)
         self.scheduler.step()
         terms = {**terms, "total": total.detach()}
@@ -389,10 +399,10 @@ class _Trainer:
                 if not self.head_phase and cfg.depth_head_phase > 0 and used() >= 1 - cfg.depth_head_phase:
                     self.start_head_phase()
                     head_phase_start = len(history)
-                if self.head_phase:  # the learning rate falls linearly to 0 at the end of the budget
-                    terms = self.head_step(batch, min(1.0, max(0.0, 1 - used()) / cfg.depth_head_phase))
+                if self.head_phase:
+                    terms = self.head_step(batch, anneal_factor(used(), cfg.depth_head_phase))
                 else:
-                    terms = self.train_step(batch)
+                    terms = self.train_step(batch, anneal_factor(used(), cfg.lr_anneal))
                 self.step += 1
                 self.consumed += 1
                 history.append({name: float(value) for name, value in terms.items()})

@@ -1,4 +1,4 @@
-"""Learning-rate schedule: linear warm-up, then step decay at epoch milestones."""
+"""Learning-rate schedule: linear warm-up, then step decay at epoch milestones; the budget-relative anneal."""
 
 from __future__ import annotations
 
@@ -21,3 +21,9 @@ def warmup_multistep(
         return warm * gamma ** sum(it >= m for m in milestones)
 
     return factor
+
+
+def anneal_factor(used: float, fraction: float) -> float:
+    """Learning-rate factor with `used` of the budget spent (0..1): 1 until `fraction` of it is left, then
+    falling linearly to 0 at its end; 1 throughout for fraction 0."""
+    return min(1.0, max(0.0, 1 - used) / fraction) if fraction > 0 else 1.0
