@@ -19,8 +19,8 @@ Held-out scores, on every `val` keyframe:
   --oracle FILE (benchmarks/oracle_synthetic.py --json on the same world): each score beside the
     oracle's for the same Gaussians per view, and their ratio (`gausstr-eval --oracle FILE` too).
   --depth-head (model.depth_head: the model predicts its own depth, trained from the depth cache, with
-    the DEPTH_HEAD overrides: the head's loss weighted up, and most steps' Gaussians placed on the
-    head's depth; docs/learning.md):
+    the DEPTH_HEAD overrides: the head's loss weighted up, most steps' Gaussians placed on the
+    head's depth, the learning rate annealed to 0 over the last half; docs/learning.md):
     the head's depth abs rel against synthetic_depth_gt (same pixels), and IoU / mIoU15 of the same
     checkpoint fed the head's depth (`gausstr-eval --depth model`) over those fed the provider's
     depth (the synthetic_depth cache, `--depth cache`), as ratios.
@@ -61,9 +61,9 @@ REPO = Path(__file__).resolve().parents[1]
 WORLD = SynthOptions(scenes=13, samples_per_scene=4, seed=0, image_size=(200, 112), input_size=(112, 200),
                      sweeps=False, feature_dim=64, patch_size=8)
 # --depth-head (docs/learning.md, "The depth head"): joint training for the whole budget (no head-only phase),
-# the head's loss x 3 (through it the neck learns depth too), and 80 % of the steps decode from the head's
-# own depth (train.head_depth_mix)
-DEPTH_HEAD = ("model.depth_head=true", "train.depth_head_weight=3.0", "train.head_depth_mix=0.8")
+# the head's loss x 3 (through it the neck learns depth too), 80 % of the steps decoding from the head's
+# own depth (train.head_depth_mix), and the learning rate falling to 0 over the last half (train.lr_anneal)
+DEPTH_HEAD = ("model.depth_head=true", "train.depth_head_weight=3.0", "train.head_depth_mix=0.8", "train.lr_anneal=0.5")
 VARIANTS = {  # name: loss-weight overrides
     "both": (),
     "feature only": ("train.depth_loss_weight=0.0",),
