@@ -56,8 +56,8 @@ class TracedWriter(torch.utils.tensorboard.SummaryWriter):
         super().__init__(*args, **kwargs)
 
 
-def traced_step(self, batch):
-    terms = train_step(self, batch)
+def traced_step(self, batch, lr_factor=1.0):
+    terms = train_step(self, batch, lr_factor)
     digest = hashlib.sha256(b"".join(p.detach().numpy().tobytes() for p in self.model.parameters()))
     note(f"step {self.step + 1} {self.epoch} {','.join(batch.tokens)} {digest.hexdigest()}")
     return terms
