@@ -396,13 +396,14 @@ class _Trainer:
             saved_step = None
             for batch in self.loader:
                 tic = time.monotonic()
-                if not self.head_phase and cfg.depth_head_phase > 0 and used() >= 1 - cfg.depth_head_phase:
+                spent = used()
+                if not self.head_phase and cfg.depth_head_phase > 0 and spent >= 1 - cfg.depth_head_phase:
                     self.start_head_phase()
                     head_phase_start = len(history)
                 if self.head_phase:
-                    terms = self.head_step(batch, anneal_factor(used(), cfg.depth_head_phase))
+                    terms = self.head_step(batch, anneal_factor(spent, cfg.depth_head_phase))
                 else:
-                    terms = self.train_step(batch, anneal_factor(used(), cfg.lr_anneal))
+                    terms = self.train_step(batch, anneal_factor(spent, cfg.lr_anneal))
                 self.step += 1
                 self.consumed += 1
                 history.append({name: float(value) for name, value in terms.items()})
