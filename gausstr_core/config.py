@@ -142,6 +142,9 @@ class TrainConfig:
     # fraction of the budget, at its end, over which the full steps' learning rate (the schedule's) falls
     # linearly to 0 (train/loop.py); 0: the schedule alone
     lr_anneal: float = 0.0
+    # decay of the weights' exponential moving average, which validation scores and checkpoints hold
+    # (train/weight_average.py); 0: off, the live weights
+    ema_decay: float = 0.0
     far_depth: float = 51.2  # target depth >= this is replaced by far_target
     far_target: float = 1e-3
     render_near: float = 0.1
@@ -165,7 +168,7 @@ class TrainConfig:
             raise ValueError(
                 f"config: train.val_every and train.val_limit must be >= 0, got {self.val_every}, {self.val_limit}"
             )
-        for name in ("depth_head_phase", "lr_anneal"):
+        for name in ("depth_head_phase", "lr_anneal", "ema_decay"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise ValueError(f"config: train.{name} must be in [0, 1), got {getattr(self, name)}")
         if not 0.0 <= self.head_depth_mix <= 1.0:

@@ -25,6 +25,10 @@ depth head's loss against the depth maps is the same in every step.
 Learning-rate anneal (train.lr_anneal = a > 0): once a of the budget is left (as for the depth-head phase),
 the full steps' learning rate (the schedule's) falls linearly to 0 at the budget's end, so a run cut by
 max_seconds ends on settled weights rather than wherever its last steps at full rate left them.
+Weight average (train.ema_decay = d > 0, train/weight_average.py): an exponential moving average of the
+weights, updated after every step, is what validation scores and what a checkpoint's state_dict holds
+(so evaluation, the node and best.pt use it); the live weights the optimizer steps go into train_state
+(`live_state_dict`, with the average's update count), from which a resumed run continues.
 Only rank 0 writes; at start, each rank removes its own temporaries left by killed runs. A resumed
 single-process run continues bit-exactly.
 """
@@ -53,6 +57,7 @@ from gausstr_core.train.logging import TrainLogger
 from gausstr_core.train.rng import capture_rng_state, restore_rng_state
 from gausstr_core.train.sampler import ResumableDistributedSampler
 from gausstr_core.train.schedule import anneal_factor, warmup_multistep
+from gausstr_core.train.weight_average import WeightAverage
 
 # Config entries a resumed run must share with its checkpoint (others, e.g. epochs, may change).
 RESUME_MUST_MATCH = ("model", "data.input_size", "data.cameras", "data.feature_kind", "train.pca_dims")
@@ -178,7 +183,8 @@ class _Trainer:
         self.scaler = torch.amp.GradScaler("cuda", enabled=cuda and cfg.amp == "fp16")
         self.step, self.epoch, self.consumed = 0, 0, 0
         self.best: dict[str, Any] | None = None  # best validation so far: metric, value, epoch, step
-        self.validator = None  # OccupancyPredictor around self.model, built at the first validation
+        self.average = WeightAverage(self.model, cfg.ema_decay) if cfg.ema_decay > 0 else None
+        self.validator = None  # OccupancyPredictor around self.scored, built at the first validation
         self.head_phase = False  # train.depth_head_phase reached: only the depth head trains
         for name in ("depth_head_phase", "head_depth_mix"):
             if getattr(cfg, name) > 0 and self.model.depth_head is None:
@@ -186,6 +192,11 @@ class _Trainer:
         self.logger = TrainLogger(
             Path(cfg.work_dir), enabled=info.is_main, show_progress=show_progress, log_every=cfg.log_every
         )
+
+    @property
+    def scored(self) -> GaussTR:
+        """The weights validation scores and checkpoints hold: the average's with train.ema_decay, else the live."""
+        return self.average.module if self.average is not None else self.model
 
     # -- checkpoints -------------------------------------------------------------------------
 
@@ -195,7 +206,11 @@ class _Trainer:
         if "train_state" not in ckpt:
             raise ValueError(f"cannot resume from {path}: it holds no train_state (a weights-only checkpoint)")
         state = ckpt["train_state"]
-        load_state_dict_strict(self.model, ckpt["state_dict"], f"checkpoint {path}")
+        # a run with a weight average saved the live weights apart; one without has them as state_dict
+        load_state_dict_strict(self.model, state.get("live_state_dict", ckpt["state_dict"]), f"checkpoint {path}")
+        if self.average is not None:  # continue the saved average, or start one from the weights loaded
+            load_state_dict_strict(self.average.module, ckpt["state_dict"], f"checkpoint {path}")
+            self.average.updates = state.get("average_updates", 0)
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.step, self.epoch = state["step"], state["epoch"]
@@ -226,7 +241,10 @@ class _Trainer:
                 "scaler": self.scaler.state_dict(),
                 "best": self.best,
             }
-            save_checkpoint(paths, self.model, self.config, extra={"train_state": train_state})
+            if self.average is not None:
+                train_state["live_state_dict"] = {k: v.detach().cpu() for k, v in self.model.state_dict().items()}
+                train_state["average_updates"] = self.average.updates
+            save_checkpoint(paths, self.scored, self.config, extra={"train_state": train_state})
         barrier(self.info)
         return paths[-1]
 
@@ -245,12 +263,13 @@ class _Trainer:
         if self.validator is None:
             inference = self.config.inference
             text = dict(inference.text_encoder) or matching_text_encoder_spec(default_feature_spec(self.config))
-            self.validator = OccupancyPredictor(self.model, self.config, device=self.info.device, text_encoder=text)
-        self.model.eval()
+            self.validator = OccupancyPredictor(self.scored, self.config, device=self.info.device, text_encoder=text)
+        training = self.scored.training
+        self.scored.eval()
         try:
             result = evaluate(self.validator, split, limit=cfg.val_limit or None, cached_features=True, progress=False)
         finally:
-            self.model.train()
+            self.scored.train(training)
         scores = result.scores()
         self.logger.log_validation(self.step, self.epoch, split, scores)
         value = scores[cfg.best_metric]
@@ -404,6 +423,8 @@ class _Trainer:
                     terms = self.head_step(batch, anneal_factor(spent, cfg.depth_head_phase))
                 else:
                     terms = self.train_step(batch, anneal_factor(spent, cfg.lr_anneal))
+                if self.average is not None:
+                    self.average.update(self.model)
                 self.step += 1
                 self.consumed += 1
                 history.append({name: float(value) for name, value in terms.items()})
